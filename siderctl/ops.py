@@ -1,0 +1,235 @@
+"""Mutations: enqueueing jobs. Everything is validated before the first Redis command."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .config import Config, QueuePolicy
+from .errors import InputError, JobExists, JobsDisabled
+from .queues import QueueSpec, get_queue
+from .timeparse import format_instant, parse_duration, parse_instant, utcnow
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from rq.job import Job
+    from rq.queue import Queue
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # RQ's rule, bounded
+
+
+# --- reading and validating input -------------------------------------------------------
+
+def read_argument(value: str, stdin: IO[str], what: str) -> str:
+    """The text an argument stands for: ``-`` reads stdin, ``@path`` a file, else itself."""
+    if value == "-":
+        return stdin.read()
+    if value.startswith("@"):
+        return read_file(value[1:], what)
+    return value
+
+
+def read_file(path: str, what: str) -> str:
+    """The contents of ``path`` (``-`` is not special here); InputError if unreadable."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"{what}: cannot read {path}: {reason}") from None
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``text`` decoded as JSON; InputError naming ``what`` and the position otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def parse_jsonl(text: str, what: str) -> list[tuple[int, Any]]:
+    """(line number, decoded value) for every non-blank line of ``text``."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            rows.append((number, parse_json(line, f"{what} line {number}")))
+    if not rows:
+        raise InputError(f"{what}: no payloads (the input is empty)")
+    return rows
+
+
+def build_payload(
+    spec: QueueSpec, base: object, flags: Mapping[str, str | None], now: datetime
+) -> dict[str, Any]:
+    """``base`` (a JSON object or None) with the given typed flags laid over it, validated."""
+    payload: dict[str, Any] = {}
+    if base is not None:
+        if not isinstance(base, dict):
+            raise InputError(f"payload for {spec.name} must be a JSON object, not {type(base).__name__}")
+        payload.update(base)
+    known = {f.name: f for f in spec.fields}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in known:
+            flag = "--" + re.sub(r"([A-Z])", lambda m: "-" + m.group(1).lower(), name)
+            own = ", ".join(f.flag for f in spec.fields)
+            raise InputError(f"{flag} does not apply to {spec.name} (its fields: {own})")
+        payload[name] = value
+    return spec.validate(payload, now)
+
+
+def parse_when(delay: str | None, at: str | None, now: datetime) -> datetime | None:
+    """When a job should run: ``--delay`` after now, ``--at`` an instant, None for now."""
+    if delay is not None and at is not None:
+        raise InputError("--delay and --at cannot be used together")
+    if delay is not None:
+        try:
+            seconds = parse_duration(delay)
+        except ValueError as exc:
+            raise InputError(f"--delay: {exc}") from None
+        return now + timedelta(seconds=seconds) if seconds > 0 else None
+    if at is not None:
+        try:
+            return parse_instant(at)
+        except ValueError as exc:
+            raise InputError(f"--at: {exc}") from None
+    return None
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if RQ accepts it; InputError otherwise."""
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise InputError(f"--job-id: {job_id!r} may hold only letters, digits, _ and - (at most 128)")
+    return job_id
+
+
+# --- enqueueing -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """Validated jobs to add to one queue."""
+
+    queue: str
+    payloads: Sequence[dict[str, Any]]
+    job_id: str | None = None
+    run_at: datetime | None = None
+    source: str = "cli"
+
+
+@dataclass(frozen=True)
+class EnqueuedJob:
+    """A job that was added."""
+
+    id: str
+    queue: str
+    status: str
+    run_at: str | None
+    payload: dict[str, Any] = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON shape of an enqueued job."""
+        return {"id": self.id, "queue": self.queue, "status": self.status, "run_at": self.run_at,
+                "payload": self.payload}
+
+
+def enqueue(config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
+    """Add the request's jobs in one pipeline (one atomic script for a fixed ``job_id``)."""
+    if not config.jobs_enabled:
+        raise JobsDisabled("jobs are disabled (JOBS_ENABLED=false): nothing enqueued")
+    from .connection import connect, open_queue
+
+    connection = connect(config)
+    queue = open_queue(connection, request.queue)
+    policy = config.queues[request.queue]
+    jobs = [_make_job(queue, policy, payload, request) for payload in request.payloads]
+    if request.job_id is not None:
+        _enqueue_unique(connection, queue, jobs[0], request)
+    else:
+        pipe = connection.pipeline(transaction=False)
+        for job in jobs:
+            if request.run_at is not None:
+                queue.schedule_job(job, request.run_at, pipeline=pipe)
+            else:
+                queue.enqueue_job(job, pipeline=pipe)
+        pipe.execute()
+    status = "queued" if request.run_at is None else "scheduled"
+    run_at = format_instant(request.run_at) if request.run_at else None
+    return [EnqueuedJob(job.id, request.queue, status, run_at, payload)
+            for job, payload in zip(jobs, request.payloads, strict=True)]
+
+
+def _make_job(queue: Queue, policy: QueuePolicy, payload: dict[str, Any], request: EnqueueRequest) -> Job:
+    from rq import Retry
+
+    retry = Retry(max=policy.retries, interval=policy.retry_delays()) if policy.retries else None
+    return queue.create_job(
+        handler_func_name(policy.handler),
+        args=[payload],
+        timeout=round(policy.timeout),
+        result_ttl=round(policy.result_ttl),
+        failure_ttl=round(policy.failure_ttl),
+        description=f"{request.queue} {json.dumps(payload, sort_keys=True)}",
+        job_id=request.job_id,
+        meta={"source": request.source},
+        retry=retry,
+    )
+
+
+def _enqueue_unique(connection: Redis, queue: Queue, job: Job, request: EnqueueRequest) -> None:
+    from rq.exceptions import DuplicateJobError
+    from rq.job import Job as RQJob
+
+    existing = connection.hget(RQJob.key_for(job.id), "status")
+    if existing is not None:
+        raise _exists(job.id, existing)
+    try:
+        if request.run_at is not None:
+            queue.schedule_job(job, request.run_at, unique=True)
+        else:
+            queue.enqueue_job(job, unique=True)
+    except DuplicateJobError:
+        raise _exists(job.id, connection.hget(RQJob.key_for(job.id), "status")) from None
+
+
+def _exists(job_id: str, status: bytes | str | None) -> JobExists:
+    state = status.decode() if isinstance(status, bytes) else status or "unknown"
+    return JobExists(f"job {job_id} already exists (status: {state}); nothing enqueued")
+
+
+def handler_func_name(handler: str) -> str:
+    """RQ's dotted function name for a ``package.module:function`` handler."""
+    return handler.replace(":", ".")
+
+
+def new_request(
+    queue: str,
+    *,
+    bases: Sequence[tuple[int | None, Any]],
+    flags: Mapping[str, str | None],
+    job_id: str | None,
+    delay: str | None,
+    at: str | None,
+) -> EnqueueRequest:
+    """Validate everything a user gave ``enqueue`` into a request; nothing touches Redis.
+
+    ``bases`` holds (JSONL line number or None, decoded payload or None) for each job.
+    """
+    spec = get_queue(queue)
+    now = utcnow()
+    run_at = parse_when(delay, at, now)
+    if job_id is not None:
+        check_job_id(job_id)
+        if len(bases) != 1:
+            raise InputError("--job-id names one job; it cannot be used with --jsonl")
+    payloads = []
+    for line, base in bases:
+        try:
+            payloads.append(build_payload(spec, base, flags, now))
+        except InputError as exc:
+            raise InputError(f"line {line}: {exc.message}" if line else exc.message) from None
+    return EnqueueRequest(queue, payloads, job_id, run_at)

@@ -1,0 +1,119 @@
+"""Presentation: the only module that uses Rich. Data goes to stdout, notes to stderr.
+
+Rich is imported inside the functions that draw, so commands that print plain text or JSON
+never pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .timeparse import format_duration
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import Config
+    from .embedded import EmbeddedStatus
+    from .inspect import Status
+    from .ops import EnqueuedJob
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    # Rich itself honours NO_COLOR and drops styling when the stream is not a terminal.
+    console = Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console.width = 200  # a pipe has no width: never truncate data
+    return console
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, collapse_padding=True)
+    for column in columns:
+        numeric = column in _NUMERIC
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=not numeric)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+_SHORT = {"queued": "queued", "scheduled": "sched", "started": "started", "deferred": "defer",
+          "finished": "done", "failed": "failed", "canceled": "cancel"}
+_NUMERIC = {*_SHORT.values(), "oldest", "workers"}
+
+
+def emit_json(value: Any) -> None:
+    """``value`` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def note(message: str) -> None:
+    """A human-facing remark on stderr (never data)."""
+    sys.stderr.write(f"siderctl: {message}\n")
+
+
+def error(message: str) -> None:
+    """The single error line of a failed command."""
+    sys.stderr.write(f"siderctl: error: {message}\n")
+
+
+def status(status: Status) -> None:
+    """The queue table of ``siderctl status``."""
+    from .inspect import STATES
+
+    rows = []
+    for q in status.queues:
+        age = "-" if q.oldest_queued_age is None else format_duration(q.oldest_queued_age)
+        counts = [str(getattr(q, state)) for state in STATES]
+        rows.append([q.name, *counts, age, str(len(q.workers))])
+    console = _console()
+    console.print(f"prefix {status.prefix} · server {status.server}")
+    console.print(_table(None, ["queue", *_SHORT.values(), "oldest", "workers"], rows))
+
+
+def enqueued(jobs: Sequence[EnqueuedJob]) -> None:
+    """Job ids, one per line; a count on stderr for batches."""
+    sys.stdout.write("".join(f"{job.id}\n" for job in jobs))
+    if len(jobs) > 1:
+        note(f"enqueued {len(jobs)} jobs on {jobs[0].queue}")
+    elif jobs and jobs[0].run_at:
+        note(f"scheduled for {jobs[0].run_at}")
+
+
+def config_rows(config: Config) -> list[tuple[str, Any, str]]:
+    """(key, displayed value, source) for every effective setting."""
+    from .config import display_value
+
+    return [(key, display_value(config, key), config.sources[key]) for key in config.values]
+
+
+def config_table(config: Config) -> None:
+    """Every effective setting with its source, secrets masked."""
+    rows = [(key, _plain(value), source) for key, value, source in config_rows(config)]
+    title = f"config file: {config.file}" if config.file else "config file: none (defaults)"
+    _console().print(_table(title, ["key", "value", "source"], rows))
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def dev_redis_status(info: EmbeddedStatus) -> None:
+    """The embedded server's state, one fact a line."""
+    state = f"running (pid {info.pid})" if info.running else "stopped"
+    lines = [f"state:     {state}", f"url:       {info.url}", f"state dir: {info.state_dir}",
+             f"binary:    {info.binary or 'none found'}"]
+    sys.stdout.write("\n".join(lines) + "\n")
