@@ -513,20 +513,9 @@ def display_value(config: Config, key: str) -> Any:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<malformed URL>"
-    masked_query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-    if not password:
-        return urlunsplit(parts._replace(query=masked_query))
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}", query=masked_query))
+    """``url`` with any password (``user:pass@`` or ``?password=``) replaced by ``***``."""
+    masked = re.sub(r"^([a-z]+://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", masked)
 
 
 def default_document() -> dict[str, Any]:

@@ -1,0 +1,1 @@
+complete --command siderctl --no-files --arguments "(env _SIDERCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) siderctl)" --condition "env _SIDERCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) siderctl"
