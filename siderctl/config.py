@@ -7,6 +7,7 @@ the rule broken; ``Config.sources`` records where each effective value came from
 from __future__ import annotations
 
 import os
+import random
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -146,6 +147,7 @@ GLOBAL_SETTINGS: tuple[Setting, ...] = (
     Setting("redis.socket_timeout", 10.0, _duration(), "Time allowed for one command"),
     Setting("jobs.enabled", True, _as_bool, "Switch the queues off (local/test)",
             env=("JOBS_ENABLED", "BULLMQ_ENABLED")),
+    Setting("scheduler.lease", 5.0, _duration(), "Leader lease; a standby takes over within two leases"),
 )
 
 # Per-queue policy defaults; concurrency and timeouts follow what each queue's work is like.
@@ -217,12 +219,15 @@ class QueuePolicy:
     concurrency: int
     processes: int
 
-    def retry_delays(self) -> list[int]:
-        """Delay before each retry, in whole seconds, capped (jitter is added when retrying)."""
+    def retry_delays(self, rng: random.Random | None = None) -> list[int]:
+        """Delay before each retry in whole seconds: backoff, ±25% jitter when enabled, then the cap."""
+        rng = rng or random.Random()
         delays = []
         for attempt in range(self.retries):
-            factor = 2**attempt if self.backoff == "exponential" else 1
-            delays.append(max(1, round(min(self.backoff_base * factor, self.backoff_max))))
+            delay = self.backoff_base * (2**attempt if self.backoff == "exponential" else 1)
+            if self.backoff_jitter:
+                delay *= rng.uniform(0.75, 1.25)
+            delays.append(max(1, round(min(delay, self.backoff_max))))
         return delays
 
 
@@ -247,6 +252,7 @@ class Config:
 
     redis: RedisSettings
     jobs_enabled: bool
+    scheduler_lease: float
     queues: dict[str, QueuePolicy]
     schedules: dict[str, Schedule]
     file: Path | None
@@ -319,7 +325,7 @@ def _flatten_file(data: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     for section, body in data.items():
         if section == "schedules":
             continue
-        if section not in ("redis", "jobs", "queues"):
+        if section not in ("redis", "jobs", "scheduler", "queues"):
             raise ConfigError("unknown section", key=section)
         if not isinstance(body, dict):
             raise ConfigError("must be a table", key=section)
@@ -369,6 +375,7 @@ def load_config(
     return Config(
         redis=RedisSettings(**{k.split(".")[1]: values[k] for k in SETTINGS if k.startswith("redis.")}),
         jobs_enabled=values["jobs.enabled"],
+        scheduler_lease=values["scheduler.lease"],
         queues={q: _policy(q, values) for q in QUEUES},
         schedules=schedules,
         file=path,
@@ -520,7 +527,7 @@ def mask_url(url: str) -> str:
 
 def default_document() -> dict[str, Any]:
     """The complete default configuration as a TOML-ready document."""
-    doc: dict[str, Any] = {"redis": {}, "jobs": {}, "queues": {q: {} for q in QUEUES}}
+    doc: dict[str, Any] = {"redis": {}, "jobs": {}, "scheduler": {}, "queues": {q: {} for q in QUEUES}}
     for key, setting in SETTINGS.items():
         *parents, leaf = key.split(".")
         node = doc

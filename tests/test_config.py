@@ -191,3 +191,17 @@ def test_bad_toml_is_one_line_exit_3(cli: Cli, tmp_path: Path) -> None:
 def test_missing_named_config_is_an_error(cli: Cli, tmp_path: Path) -> None:
     result = cli("--config", str(tmp_path / "absent.toml"), "config", "show")
     assert result.exit_code == 3 and "no such config file" in result.stderr
+
+
+def test_retry_delays_back_off_with_jitter_and_a_cap() -> None:
+    import random
+    from dataclasses import replace
+
+    policy = load_config(env={}, cwd=Path("/nonexistent")).queues["campaign-dispatch"]
+    plain = replace(policy, retries=8, backoff_base=10.0, backoff_max=300.0, backoff_jitter=False)
+    assert plain.retry_delays() == [10, 20, 40, 80, 160, 300, 300, 300]
+    assert replace(plain, backoff="fixed").retry_delays() == [10] * 8
+    jittered = replace(plain, backoff_jitter=True).retry_delays(random.Random(7))
+    assert all(0.75 * a <= b <= min(1.25 * a, 300) for a, b in zip([10, 20, 40, 80, 160, 300, 300, 300], jittered,
+                                                                     strict=True))
+    assert jittered != plain.retry_delays()

@@ -114,7 +114,7 @@ def test_delay_and_at_schedule_the_job(cli: Cli, env_url: str, redis: Redis) -> 
 def test_queue_policy_from_config_is_applied(cli: Cli, env_url: str, redis: Redis, tmp_path: Path) -> None:
     (tmp_path / "siderctl.toml").write_text(
         '[queues.metrics-sync]\ntimeout = "45s"\nretries = 3\nbackoff = "exponential"\n'
-        'backoff_base = "5s"\nbackoff_max = "12s"\nfailure_ttl = "1h"\nresult_ttl = "2h"\n'
+        'backoff_base = "5s"\nbackoff_max = "12s"\nbackoff_jitter = false\nfailure_ttl = "1h"\nresult_ttl = "2h"\n'
     )
     job = fetch(redis, cli("enqueue", "metrics-sync", "--scope", "admin").stdout.strip())
     assert job.timeout == 45 and job.failure_ttl == 3600 and job.result_ttl == 7200
