@@ -108,3 +108,72 @@ def status(config: Config) -> Status:
         result.append(QueueStatus(name=name, oldest_queued_age=age, workers=workers, **counts))
     connection.close()
     return Status(config.redis.prefix, server_label(config), result)
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """One schedule as ``scheduler ls`` shows it."""
+
+    name: str
+    queue: str
+    every: float | None
+    cron: str | None
+    timezone: str
+    payload: dict[str, Any]
+    enabled: bool
+    catch_up: str
+    next_fire: str | None
+    last_slot: str | None
+    last_fired_at: str | None
+    last_job_id: str | None
+    lateness: float | None
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    """Every schedule, and which scheduler leads (None: none does)."""
+
+    leader: str | None
+    lease_expires_in: float | None
+    schedules: list[ScheduleInfo]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON shape."""
+        return {"leader": self.leader, "lease_expires_in": self.lease_expires_in,
+                "schedules": [asdict(s) for s in self.schedules]}
+
+
+def schedules(config: Config) -> SchedulerView:
+    """Schedules with their next and last fire times and the current leader, in one round trip."""
+    import time
+
+    from .connection import connect
+    from .scheduler import leader_key, next_slot, state_key
+    from .timeparse import format_instant
+
+    def instant(epoch: float | None) -> str | None:
+        return None if epoch is None else format_instant(datetime.fromtimestamp(epoch, UTC))
+
+    connection = connect(config)
+    pipe = connection.pipeline(transaction=False)
+    pipe.get(leader_key(config.redis.prefix))
+    pipe.pttl(leader_key(config.redis.prefix))
+    for name in config.schedules:
+        pipe.hgetall(state_key(config.redis.prefix, name))
+    leader, ttl, *states = pipe.execute()
+    connection.close()
+    now = time.time()
+    rows = []
+    for schedule, state in zip(config.schedules.values(), states, strict=True):
+        values = {k.decode(): v.decode() for k, v in state.items()}
+        rows.append(ScheduleInfo(
+            name=schedule.name, queue=schedule.queue, every=schedule.every, cron=schedule.cron,
+            timezone=schedule.timezone, payload=schedule.payload, enabled=schedule.enabled,
+            catch_up=schedule.catch_up,
+            next_fire=instant(next_slot(schedule, now)) if schedule.enabled else None,
+            last_slot=instant(float(values["last_slot"])) if "last_slot" in values else None,
+            last_fired_at=instant(float(values["last_fired_at"])) if "last_fired_at" in values else None,
+            last_job_id=values.get("last_job_id"),
+            lateness=float(values["lateness"]) if "lateness" in values else None,
+        ))
+    return SchedulerView(leader.decode() if leader else None, ttl / 1000 if leader and ttl > 0 else None, rows)

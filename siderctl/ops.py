@@ -141,9 +141,19 @@ def enqueue(config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
     """Add the request's jobs in one pipeline (one atomic script for a fixed ``job_id``)."""
     if not config.jobs_enabled:
         raise JobsDisabled("jobs are disabled (JOBS_ENABLED=false): nothing enqueued")
-    from .connection import connect, open_queue
+    from .connection import connect
 
     connection = connect(config)
+    try:
+        return enqueue_with(connection, config, request)
+    finally:
+        connection.close()
+
+
+def enqueue_with(connection: Redis, config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
+    """``enqueue`` on an open connection (long-running callers keep theirs)."""
+    from .connection import open_queue
+
     queue = open_queue(connection, request.queue)
     policy = config.queues[request.queue]
     jobs = [_make_job(queue, policy, payload, request) for payload in request.payloads]
@@ -233,3 +243,15 @@ def new_request(
         except InputError as exc:
             raise InputError(f"line {line}: {exc.message}" if line else exc.message) from None
     return EnqueueRequest(queue, payloads, job_id, run_at)
+
+
+def trigger(config: Config, name: str) -> EnqueuedJob:
+    """Enqueue one job of schedule ``name`` now, outside its slots."""
+    from .errors import NotFound
+
+    schedule = config.schedules.get(name)
+    if schedule is None:
+        raise NotFound(f"unknown schedule {name!r} (known: {', '.join(config.schedules)})")
+    payload = get_queue(schedule.queue).validate(schedule.payload, utcnow())
+    (job,) = enqueue(config, EnqueueRequest(schedule.queue, [payload], source=f"trigger:{name}"))
+    return job

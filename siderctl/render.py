@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .embedded import EmbeddedStatus
-    from .inspect import Status
+    from .inspect import SchedulerView, Status
     from .ops import EnqueuedJob
 
 
@@ -117,3 +117,19 @@ def dev_redis_status(info: EmbeddedStatus) -> None:
     lines = [f"state:     {state}", f"url:       {info.url}", f"state dir: {info.state_dir}",
              f"binary:    {info.binary or 'none found'}"]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def schedules(view: SchedulerView) -> None:
+    """The table of ``scheduler ls``, with the leader above it."""
+    rows = []
+    for s in view.schedules:
+        when = f"every {format_duration(s.every)}" if s.every is not None else f"cron {s.cron} ({s.timezone})"
+        late = "-" if s.lateness is None else format_duration(s.lateness)
+        rows.append([s.name, s.queue, when, _plain(s.payload), s.next_fire or "disabled",
+                     s.last_fired_at or "-", late, s.last_job_id or "-"])
+    console = _console()
+    if view.leader:
+        console.print(f"leader {view.leader} (lease {format_duration(view.lease_expires_in or 0)} left)")
+    else:
+        console.print("leader: none (no scheduler is running)")
+    console.print(_table(None, ["schedule", "queue", "when", "payload", "next", "last fired", "late", "job"], rows))

@@ -6,7 +6,15 @@ from typing import Annotated
 import typer
 
 from siderctl import __version__
-from siderctl.cli import common, completion_cmd, config_cmd, dev_redis_cmd, enqueue_cmd, status_cmd
+from siderctl.cli import (
+    common,
+    completion_cmd,
+    config_cmd,
+    dev_redis_cmd,
+    enqueue_cmd,
+    scheduler_cmd,
+    status_cmd,
+)
 
 app = typer.Typer(
     name="siderctl",
@@ -51,6 +59,7 @@ def _root(
 
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(dev_redis_cmd.app, name="dev-redis")
+app.add_typer(scheduler_cmd.app, name="scheduler")
 enqueue_cmd.register(app)
 status_cmd.register(app)
 completion_cmd.register(app)

@@ -67,13 +67,13 @@ class _StderrHandler(logging.Handler):
         sys.stderr.write(f"siderctl: {self.format(record)}\n")
 
 
-def setup_logging() -> None:
-    """Route ``jobs.*`` warnings to stderr, once."""
+def setup_logging(verbose: bool = False) -> None:
+    """Route ``jobs.*`` logs to stderr (warnings; info too for long-running commands)."""
     jobs = logging.getLogger("jobs")
     if not any(isinstance(h, _StderrHandler) for h in jobs.handlers):
         jobs.addHandler(_StderrHandler())
-        jobs.setLevel(logging.WARNING)
         jobs.propagate = False
+    jobs.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def overrides(ctx: typer.Context) -> Overrides:
