@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import Config
+from .config import Config, Schedule
 from .queues import QUEUES
 
 # The job states `status` counts for every queue, in column order.
@@ -112,16 +112,9 @@ def status(config: Config) -> Status:
 
 @dataclass(frozen=True)
 class ScheduleInfo:
-    """One schedule as ``scheduler ls`` shows it."""
+    """One schedule as ``scheduler ls`` shows it: its config and its recorded state."""
 
-    name: str
-    queue: str
-    every: float | None
-    cron: str | None
-    timezone: str
-    payload: dict[str, Any]
-    enabled: bool
-    catch_up: str
+    schedule: Schedule
     next_fire: str | None
     last_slot: str | None
     last_fired_at: str | None
@@ -139,8 +132,9 @@ class SchedulerView:
 
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON shape."""
-        return {"leader": self.leader, "lease_expires_in": self.lease_expires_in,
-                "schedules": [asdict(s) for s in self.schedules]}
+        rows = [{**asdict(info.schedule), **{k: v for k, v in asdict(info).items() if k != "schedule"}}
+                for info in self.schedules]
+        return {"leader": self.leader, "lease_expires_in": self.lease_expires_in, "schedules": rows}
 
 
 def schedules(config: Config) -> SchedulerView:
@@ -167,9 +161,7 @@ def schedules(config: Config) -> SchedulerView:
     for schedule, state in zip(config.schedules.values(), states, strict=True):
         values = {k.decode(): v.decode() for k, v in state.items()}
         rows.append(ScheduleInfo(
-            name=schedule.name, queue=schedule.queue, every=schedule.every, cron=schedule.cron,
-            timezone=schedule.timezone, payload=schedule.payload, enabled=schedule.enabled,
-            catch_up=schedule.catch_up,
+            schedule=schedule,
             next_fire=instant(next_slot(schedule, now)) if schedule.enabled else None,
             last_slot=instant(float(values["last_slot"])) if "last_slot" in values else None,
             last_fired_at=instant(float(values["last_fired_at"])) if "last_fired_at" in values else None,

@@ -122,11 +122,12 @@ def dev_redis_status(info: EmbeddedStatus) -> None:
 def schedules(view: SchedulerView) -> None:
     """The table of ``scheduler ls``, with the leader above it."""
     rows = []
-    for s in view.schedules:
+    for info in view.schedules:
+        s = info.schedule
         when = f"every {format_duration(s.every)}" if s.every is not None else f"cron {s.cron} ({s.timezone})"
-        late = "-" if s.lateness is None else format_duration(s.lateness)
-        rows.append([s.name, s.queue, when, _plain(s.payload), s.next_fire or "disabled",
-                     s.last_fired_at or "-", late, s.last_job_id or "-"])
+        late = "-" if info.lateness is None else format_duration(info.lateness)
+        rows.append([s.name, s.queue, when, _plain(s.payload), info.next_fire or "disabled",
+                     info.last_fired_at or "-", late, info.last_job_id or "-"])
     console = _console()
     if view.leader:
         console.print(f"leader {view.leader} (lease {format_duration(view.lease_expires_in or 0)} left)")

@@ -27,7 +27,8 @@ sys.stderr.write(json.dumps(sorted(sys.modules)))
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["enqueue", "--help"], ["config", "path"], ["completion", "bash"]])
+@pytest.mark.parametrize("args", [["--help"], ["enqueue", "--help"], ["scheduler", "--help"], ["config", "path"],
+                                  ["completion", "bash"]])
 def test_light_commands_do_not_import_rq_redis_or_rich_tables(args: list[str]) -> None:
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=False)
     modules = json.loads(done.stderr.splitlines()[-1])
