@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -311,6 +310,8 @@ def _must_exist(path: Path, origin: str) -> Path:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse ``path`` as TOML; ConfigError naming the file on any failure."""
+    import tomllib  # only when a file exists: keeps `--help` light
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
