@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, Schedule
 from .queues import QUEUES
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 # The job states `status` counts for every queue, in column order.
 STATES = ("queued", "scheduled", "started", "deferred", "finished", "failed", "canceled")
@@ -70,7 +73,11 @@ def status(config: Config) -> Status:
     """Counts per state, oldest queued age and workers for every queue, in two round trips."""
     from .connection import connect, server_label
 
-    connection = connect(config)  # sets RQ's key prefix: import rq only after this
+    with connect(config) as connection:  # sets RQ's key prefix: import rq only after this
+        return Status(config.redis.prefix, server_label(config), _queue_statuses(connection))
+
+
+def _queue_statuses(connection: Redis) -> list[QueueStatus]:
     from rq.defaults import RQ_KEY_PREFIX
     from rq.job import Job
     from rq.utils import utcparse
@@ -106,8 +113,7 @@ def status(config: Config) -> Status:
         workers = sorted(w.decode().removeprefix(worker_prefix) for w in row[-1])
         counts = dict(zip(STATES, row[: len(STATES)], strict=True))
         result.append(QueueStatus(name=name, oldest_queued_age=age, workers=workers, **counts))
-    connection.close()
-    return Status(config.redis.prefix, server_label(config), result)
+    return result
 
 
 @dataclass(frozen=True)
@@ -148,14 +154,13 @@ def schedules(config: Config) -> SchedulerView:
     def instant(epoch: float | None) -> str | None:
         return None if epoch is None else format_instant(datetime.fromtimestamp(epoch, UTC))
 
-    connection = connect(config)
-    pipe = connection.pipeline(transaction=False)
-    pipe.get(leader_key(config.redis.prefix))
-    pipe.pttl(leader_key(config.redis.prefix))
-    for name in config.schedules:
-        pipe.hgetall(state_key(config.redis.prefix, name))
-    leader, ttl, *states = pipe.execute()
-    connection.close()
+    with connect(config) as connection:
+        pipe = connection.pipeline(transaction=False)
+        pipe.get(leader_key(config.redis.prefix))
+        pipe.pttl(leader_key(config.redis.prefix))
+        for name in config.schedules:
+            pipe.hgetall(state_key(config.redis.prefix, name))
+        leader, ttl, *states = pipe.execute()
     now = time.time()
     rows = []
     for schedule, state in zip(config.schedules.values(), states, strict=True):
