@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError, InputError
-from .queues import QUEUES
+from .queues import METRIC_SCOPES, QUEUES
 from .timeparse import format_duration, parse_duration
 
 Source = Literal["flag", "env", "file", "default"]
@@ -113,6 +113,21 @@ def check_url(url: str) -> None:
         raise ValueError(f"database {db!r} in the URL path must be a number")
 
 
+def _http_url(value: Any) -> str:
+    from urllib.parse import urlsplit
+
+    text = _as_str(value).strip()
+    if text:
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  (raises ValueError on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"malformed URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+    return text
+
+
 def _handler(value: Any) -> str:
     text = _as_str(value)
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text):
@@ -147,6 +162,24 @@ GLOBAL_SETTINGS: tuple[Setting, ...] = (
     Setting("jobs.enabled", True, _as_bool, "Switch the queues off (local/test)",
             env=("JOBS_ENABLED", "BULLMQ_ENABLED")),
     Setting("scheduler.lease", 5.0, _duration(), "Leader lease; a standby takes over within two leases"),
+    Setting("worker.heartbeat", 5.0, _duration(), "Worker heartbeat; a job whose worker is silent for 3 "
+            "heartbeats is abandoned and recovered"),
+    Setting("worker.shutdown_timeout", 30.0, _duration(allow_zero=True),
+            "Warm shutdown: time in-flight jobs get to finish before they are requeued"),
+    Setting("events.max_len", 100_000, _int_at_least(100), "Events kept at most in the lifecycle stream"),
+    Setting("events.retention", 7 * 86400.0, _duration(), "Age beyond which `cleanup logs` trims events"),
+    Setting("audit.max_len", 100_000, _int_at_least(100), "Entries kept at most in the audit stream"),
+    Setting("audit.retention", 90 * 86400.0, _duration(), "Age beyond which `cleanup audit` trims entries"),
+    Setting("dispatch.url", "", _http_url, "Hidra dispatch endpoint campaign-dispatch POSTs to",
+            env=("HIDRA_DISPATCH_URL",)),
+    Setting("dispatch.token", "", _as_str, "Bearer token sent to Hidra", env=("HIDRA_TOKEN",), secret=True),
+    Setting("dispatch.timeout", 10.0, _duration(), "HTTP timeout of one dispatch request"),
+    *(Setting(f"metrics.{scope}_url", "", _http_url, f"Source metrics-sync GETs for scope {scope}",
+              env=(f"METRICS_{scope.upper()}_URL",)) for scope in METRIC_SCOPES),
+    Setting("metrics.timeout", 10.0, _duration(), "HTTP timeout of one metrics fetch"),
+    Setting("metrics.keep", 100, _int_at_least(1), "Snapshots kept per scope"),
+    Setting("cleanup.tmp_dir", "", _as_str, "Directory `cleanup tmp` empties of old files (empty = not set)"),
+    Setting("cleanup.tmp_max_age", 86400.0, _duration(), "Files older than this are removed by `cleanup tmp`"),
 )
 
 # Per-queue policy defaults; concurrency and timeouts follow what each queue's work is like.
@@ -179,6 +212,8 @@ def _queue_settings(name: str) -> tuple[Setting, ...]:
 SETTINGS: dict[str, Setting] = {
     s.path: s for s in (*GLOBAL_SETTINGS, *(s for q in QUEUES for s in _queue_settings(q)))
 }
+
+SECTIONS = ("queues", *dict.fromkeys(key.split(".")[0] for key in SETTINGS), "schedules")
 
 DEFAULT_SCHEDULES: dict[str, dict[str, Any]] = {
     "metrics-sync": {"queue": "metrics-sync", "every": "60s", "payload": {"scope": "academy"}},
@@ -326,7 +361,7 @@ def _flatten_file(data: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     for section, body in data.items():
         if section == "schedules":
             continue
-        if section not in ("redis", "jobs", "scheduler", "queues"):
+        if section not in SECTIONS:
             raise ConfigError("unknown section", key=section)
         if not isinstance(body, dict):
             raise ConfigError("must be a table", key=section)
@@ -528,7 +563,8 @@ def mask_url(url: str) -> str:
 
 def default_document() -> dict[str, Any]:
     """The complete default configuration as a TOML-ready document."""
-    doc: dict[str, Any] = {"redis": {}, "jobs": {}, "scheduler": {}, "queues": {q: {} for q in QUEUES}}
+    doc: dict[str, Any] = {section: {} for section in SECTIONS if section not in ("queues", "schedules")}
+    doc["queues"] = {q: {} for q in QUEUES}
     for key, setting in SETTINGS.items():
         *parents, leaf = key.split(".")
         node = doc

@@ -51,6 +51,12 @@ class JobExists(SiderctlError):
     exit_code = 6
 
 
+class NameTaken(SiderctlError):
+    """A live worker already uses the requested name."""
+
+    exit_code = 6
+
+
 class JobsDisabled(SiderctlError):
     """``JOBS_ENABLED`` is false: commands that would enqueue refuse."""
 
@@ -61,3 +67,9 @@ class RedisUnavailable(SiderctlError):
     """Redis cannot be reached, or the embedded server cannot be started."""
 
     exit_code = 8
+
+
+class UncleanShutdown(SiderctlError):
+    """A worker or the runtime stopped with jobs interrupted (requeued) or outcomes left to recovery."""
+
+    exit_code = 9

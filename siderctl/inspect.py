@@ -174,3 +174,43 @@ def schedules(config: Config) -> SchedulerView:
             lateness=float(values["lateness"]) if "lateness" in values else None,
         ))
     return SchedulerView(leader.decode() if leader else None, ttl / 1000 if leader and ttl > 0 else None, rows)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One stored result of metrics-sync."""
+
+    scope: str
+    fetched_at: str
+    job: str
+    took: float
+    data: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON shape."""
+        return asdict(self)
+
+
+def metric_snapshots(config: Config, scope: str | None = None, history: int = 1) -> list[Snapshot]:
+    """The newest ``history`` snapshots of ``scope`` (or of every scope), in one round trip."""
+    import json
+
+    from .errors import InputError
+    from .handlers.metrics_sync import snapshots_key
+    from .queues import METRIC_SCOPES
+
+    if scope is not None and scope not in METRIC_SCOPES:
+        raise InputError(f"unknown metrics scope {scope!r} (scopes: {', '.join(METRIC_SCOPES)})")
+    scopes = [scope] if scope else list(METRIC_SCOPES)
+    from .connection import connect
+
+    with connect(config) as connection, connection.pipeline(transaction=False) as pipe:
+        for name in scopes:
+            pipe.lrange(snapshots_key(config.redis.prefix, name), 0, history - 1)
+        replies = pipe.execute()
+    found = []
+    for raw in (item for reply in replies for item in reply):
+        doc = json.loads(raw)
+        found.append(Snapshot(doc["scope"], doc["fetched_at"], doc.get("job", ""), doc.get("took", 0.0),
+                              doc.get("data")))
+    return found

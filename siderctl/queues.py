@@ -11,6 +11,8 @@ from .errors import InputError, NotFound
 from .timeparse import format_instant, parse_instant
 
 FieldKind = Literal["text", "instant", "choice"]
+METRIC_SCOPES = ("academy", "hidra", "cybervault", "admin")
+CLEANUP_TARGETS = ("jobs", "logs", "audit", "tmp")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ QUEUES: dict[str, QueueSpec] = {
             "Academy / Hidra / Cybervault / Admin metrics synchronisation",
             (
                 PayloadField("scope", "Metrics scope to sync.", "choice",
-                             choices=("academy", "hidra", "cybervault", "admin")),
+                             choices=METRIC_SCOPES),
                 _triggered_at(),
             ),
             "siderctl.handlers.metrics_sync:handle",
@@ -112,7 +114,7 @@ QUEUES: dict[str, QueueSpec] = {
             "cleanup",
             "Clean-up routines: expired jobs, logs, audit, temporary files",
             (
-                PayloadField("target", "What to clean.", "choice", choices=("jobs", "logs", "audit", "tmp")),
+                PayloadField("target", "What to clean.", "choice", choices=CLEANUP_TARGETS),
                 _triggered_at(),
             ),
             "siderctl.handlers.cleanup:handle",

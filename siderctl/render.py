@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .embedded import EmbeddedStatus
-    from .inspect import SchedulerView, Status
+    from .events import Event
+    from .inspect import SchedulerView, Snapshot, Status
     from .ops import EnqueuedJob
+    from .runtime import Plan
 
 
 def _console(stderr: bool = False) -> Console:
@@ -134,3 +136,69 @@ def schedules(view: SchedulerView) -> None:
     else:
         console.print("leader: none (no scheduler is running)")
     console.print(_table(None, ["schedule", "queue", "when", "payload", "next", "last fired", "late", "job"], rows))
+
+
+def _event_details(event: Event) -> str:
+    details = dict(event.details)
+    details.pop("execution", None)
+    parts = []
+    if "duration" in details:
+        parts.append(f"in {float(details.pop('duration')):.3f}s")
+    if details.get("delay") not in (None, "0", "0.0"):
+        parts.append(f"retry in {float(details.pop('delay')):g}s")
+    details.pop("delay", None)
+    if details.get("reason"):
+        parts.append(details.pop("reason"))
+    parts += [f"{k}={v}" for k, v in details.items()]
+    return " ".join(parts)
+
+
+def events(found: Iterable[Event]) -> None:
+    """Events as a table (a terminal) or aligned lines (a pipe)."""
+    rows = [[e.as_dict()["at"], e.event, e.queue, e.job, _event_details(e)] for e in found]
+    if not rows:
+        note("no events")
+        return
+    _console().print(_table(None, ["at", "event", "queue", "job", "details"], rows))
+
+
+def event_line(event: Event) -> None:
+    """One event as a line, for ``events --follow``."""
+    at = event.as_dict()["at"]
+    sys.stdout.write(f"{at}  {event.event:<9} {event.queue:<17} {event.job}  {_event_details(event)}\n".rstrip()
+                     + "\n")
+    sys.stdout.flush()
+
+
+def json_line(value: Any) -> None:
+    """``value`` as one compact JSON line (JSON Lines), flushed."""
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def snapshots(found: Sequence[Snapshot], detail: bool) -> None:
+    """metrics-sync snapshots: a summary table, or (``detail``) each document in full."""
+    if detail:
+        for snap in found:
+            sys.stdout.write(f"# {snap.scope} fetched {snap.fetched_at} by job {snap.job} in {snap.took:.3f}s\n")
+            sys.stdout.write(json.dumps(snap.data, indent=2, sort_keys=True) + "\n")
+        return
+    rows = [[s.scope, s.fetched_at, f"{s.took:.3f}s", _size(s.data), s.job] for s in found]
+    _console().print(_table(None, ["scope", "fetched at", "took", "keys", "job"], rows))
+
+
+def _size(data: Any) -> str:
+    return str(len(data)) if isinstance(data, dict | list) else "1"
+
+
+def runtime_plan(plan: Plan) -> None:
+    """The start-up summary of ``siderctl up`` (stderr: stdout stays for data)."""
+    lines = [f"siderctl up · redis {plan.redis} · prefix {plan.prefix}"]
+    for q in plan.queues:
+        lines.append(f"  queue {q.queue:<17} {q.processes} process(es), concurrency {q.concurrency:<3} "
+                     f"handler {q.handler}")
+    lines.append("  schedules " + (", ".join(plan.schedules) or "none enabled"))
+    lines.append(f"  heartbeat {format_duration(plan.heartbeat)} · warm shutdown up to "
+                 f"{format_duration(plan.shutdown_timeout)} (signal twice to stop at once)")
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()

@@ -255,8 +255,8 @@ def run(config: Config, stop: threading.Event, connection: Redis) -> None:
     log.info("scheduler %s stopped", scheduler.identity)
 
 
-def serve(config: Config) -> bool:
-    """Run the loop until SIGINT/SIGTERM; False (and nothing touched) when jobs are disabled."""
+def serve(config: Config, *, signals: tuple[int, ...] | None = None) -> bool:
+    """Run the loop until one of ``signals`` (default SIGINT, SIGTERM); False (nothing touched) if jobs are off."""
     import signal
 
     from .connection import connect
@@ -266,7 +266,8 @@ def serve(config: Config) -> bool:
         return False
     connection = connect(config)
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    watched = signals if signals is not None else (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in watched}
     try:
         run(config, stop, connection)
     finally:

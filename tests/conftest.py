@@ -46,6 +46,7 @@ class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     workdir: Path
+    persistent: bool = False
 
     @property
     def url(self) -> str:
@@ -57,14 +58,22 @@ class RedisServer:
         return Redis.from_url(self.url)
 
     def stop(self) -> None:
-        """Terminate it and wait."""
+        """Terminate it (a persistent one writes its AOF first) and wait."""
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
 
+    def restart(self) -> None:
+        """Start it again on the same port and directory (a persistent one keeps its data)."""
+        self.stop()
+        self.process = start_redis(self.workdir, self.port, persistent=self.persistent).process
 
-def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
-    """Start a throw-away redis-server on ``port`` (a free one by default); fail or skip if absent."""
+
+def start_redis(workdir: Path, port: int | None = None, *, persistent: bool = False) -> RedisServer:
+    """Start a throw-away redis-server on ``port`` (a free one by default); fail or skip if absent.
+
+    ``persistent`` servers keep every write in an AOF (fsync always), so a restart loses nothing.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI") == "true":
@@ -73,12 +82,12 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir),
+         *(["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = RedisServer(port, process, workdir)
+    server = RedisServer(port, process, workdir, persistent)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

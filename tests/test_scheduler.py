@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from siderctl.config import Overrides, Schedule, load_config
 from siderctl.scheduler import Scheduler, leader_key, plan, slot_job_id, slot_payload
@@ -197,37 +196,16 @@ def test_standby_takes_over_within_two_leases(redis: Redis, redis_server: RedisS
 @pytest.mark.slow
 def test_redis_restart_under_the_scheduler(sched_config: Path, tmp_path: Path,
                                            procs: list[subprocess.Popen[str]]) -> None:
-    server = start_redis(tmp_path / "own")
-    port = server.port
-    server.process.terminate()
-    server.process.wait()
-    # Restartable with its data: an AOF in its own directory.
-    def boot() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path / "own")],
-                                stdout=subprocess.DEVNULL)
-
-    def wait_up() -> Redis:
-        client = Redis(port=port)
-        for _ in range(200):
-            try:
-                client.ping()
-                return client
-            except RedisConnectionError:  # still starting
-                time.sleep(0.05)
-        raise AssertionError("redis did not come back")
-
-    redis_proc = boot()
+    server = start_redis(tmp_path / "own", persistent=True)
     try:
-        client = wait_up()
-        procs.append(spawn(f"redis://127.0.0.1:{port}/0", sched_config, "r", tmp_path))
+        client = server.client()
+        procs.append(spawn(server.url, sched_config, "r", tmp_path))
         time.sleep(3.5)
         before = len(slots_in_queue(client))
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
+        server.stop()
         time.sleep(2)
-        redis_proc = boot()
-        client = wait_up()
+        server.restart()
+        client = server.client()
         time.sleep(4)
         assert procs[0].poll() is None, "the scheduler died with Redis"
         stop_all(procs)
@@ -237,8 +215,7 @@ def test_redis_restart_under_the_scheduler(sched_config: Path, tmp_path: Path,
         log = (tmp_path / "r.log").read_text()
         assert "Redis error" in log and "resumed" in log
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
+        server.stop()
 
 
 def test_cli_ls_trigger_and_disabled(cli: Cli, env_url: str, redis: Redis) -> None:

@@ -12,8 +12,12 @@ from siderctl.cli import (
     config_cmd,
     dev_redis_cmd,
     enqueue_cmd,
+    events_cmd,
+    metrics_cmd,
     scheduler_cmd,
     status_cmd,
+    up_cmd,
+    worker_cmd,
 )
 
 app = typer.Typer(
@@ -60,8 +64,12 @@ def _root(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(dev_redis_cmd.app, name="dev-redis")
 app.add_typer(scheduler_cmd.app, name="scheduler")
+app.add_typer(worker_cmd.app, name="worker")
+app.add_typer(metrics_cmd.app, name="metrics")
 enqueue_cmd.register(app)
 status_cmd.register(app)
+events_cmd.register(app)
+up_cmd.register(app)
 completion_cmd.register(app)
 
 

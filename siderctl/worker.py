@@ -1,0 +1,712 @@
+"""The worker: runs the jobs of one or more queues, several at a time, in one process.
+
+Per queue a *lane* has one fetcher thread and ``concurrency`` executor threads. The fetcher
+claims as many jobs as there are free slots in one Lua call (the claim marks them started in
+RQ's registries atomically, so a crash never leaves a popped job unaccounted for); executors run
+the queue's registered handler; one settler thread writes outcomes back in pipelined batches;
+one maintenance thread keeps heartbeats, enforces timeouts, promotes due retries and recovers
+jobs abandoned by dead workers.
+
+Shutdown: ``stop()`` once is warm (take no more jobs, let in-flight ones finish within the
+shutdown timeout, then requeue what is left); a second ``stop()`` is cold (requeue now).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue as queue_mod
+import secrets
+import socket
+import threading
+import time
+import traceback
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import handlers, housekeeping, store
+from .config import Config, QueuePolicy
+from .errors import InputError, NameTaken, UsageError
+from .ops import handler_func_name
+from .queues import get_queue
+from .timeparse import format_duration
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+log = logging.getLogger("jobs.worker")
+
+LEASE_HEARTBEATS = 3  # a job is abandoned after this many missed heartbeats
+BLOCK = 0.5  # longest wait for a job in one call; bounds how long an idle worker takes to stop
+TIMEOUT_GRACE = 2.0  # after a timeout is raised in a job, how long it gets to unwind
+TICK = 0.05
+MAX_BACKOFF = 5.0
+SETTLE_BATCH = 256
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job that ran past its timeout (BaseException: ``except Exception`` can't eat it)."""
+
+
+class Interrupted(BaseException):
+    """Raised inside a job at cold shutdown; the job has already been requeued."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What ``worker start`` was asked for; None means "from config"."""
+
+    queues: tuple[str, ...]
+    concurrency: int | None = None
+    burst: bool = False
+    max_jobs: int | None = None
+    name: str | None = None
+    shutdown_timeout: float | None = None
+
+
+@dataclass
+class Report:
+    """How a worker's run ended."""
+
+    name: str
+    finished: int = 0
+    failed: int = 0
+    retried: int = 0
+    requeued_unstarted: int = 0
+    interrupted: list[str] = field(default_factory=list)  # running jobs requeued at shutdown
+    unsettled: list[str] = field(default_factory=list)  # outcomes Redis never took (left to recovery)
+
+    @property
+    def clean(self) -> bool:
+        """Every job this worker started ran to its end and was recorded."""
+        return not self.interrupted and not self.unsettled
+
+
+@dataclass
+class Running:
+    """One execution in this process."""
+
+    job: store.ClaimedJob
+    lane: Lane
+    started: float = 0.0  # wall clock
+    timeout: float = 0.0
+    deadline: float = float("inf")  # monotonic
+    thread_id: int | None = None
+    done: bool = False  # the handler returned or raised
+    settled: bool = False  # an outcome was handed to the settler
+    timeout_raised_at: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim_settlement(self) -> bool:
+        """True for the first caller only: that caller records the outcome."""
+        with self.lock:
+            if self.settled:
+                return False
+            self.settled = True
+            return True
+
+
+class Health:
+    """Whether Redis answers, logged once per outage; recovery of others' jobs waits one lease after."""
+
+    def __init__(self, lease: float) -> None:
+        self.lease = lease
+        self.up = True
+        self.recover_after = time.monotonic() + lease
+        self._lock = threading.Lock()
+
+    def down(self, exc: Exception) -> None:
+        with self._lock:
+            if self.up:
+                log.warning("Redis unreachable (%s); retrying with backoff, in-flight results are kept", exc)
+                self.up = False
+
+    def ok(self) -> None:
+        if self.up:
+            return
+        with self._lock:
+            if not self.up:
+                log.warning("Redis is back; resuming")
+                self.up = True
+                self.recover_after = time.monotonic() + self.lease
+
+
+class Backoff:
+    """Exponential sleep after consecutive Redis errors."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def fail(self, stop: threading.Event) -> None:
+        self.delay = min(MAX_BACKOFF, self.delay * 2 or 0.1)
+        stop.wait(self.delay)
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+
+class Lane:
+    """One queue served by this worker: its policy, handler and slots."""
+
+    def __init__(self, worker: Worker, queue: str, policy: QueuePolicy, handler: handlers.Handler,
+                 concurrency: int) -> None:
+        self.worker = worker
+        self.queue = queue
+        self.spec = get_queue(queue)
+        self.policy = policy
+        self.handler = handler
+        self.func_name = handler_func_name(policy.handler)
+        self.concurrency = concurrency
+        self.busy = 0  # claimed and not yet settled
+        self.drained = False  # burst: the queue was empty with nothing in flight
+        self.surplus = 0  # executor threads to retire (replaced while stuck in a timed-out job)
+        self.cond = threading.Condition()
+        self.inbox: queue_mod.SimpleQueue[store.ClaimedJob | None] = queue_mod.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._spawn(self.fetch_loop, "fetch")
+        for _ in range(self.concurrency):
+            self.add_executor()
+
+    def add_executor(self) -> None:
+        self._spawn(self.execute_loop, "exec")
+
+    def _spawn(self, target: Callable[[], None], role: str) -> None:
+        thread = threading.Thread(target=target, name=f"{self.queue}-{role}-{len(self.threads)}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def free_slots(self, timeout: float) -> int:
+        with self.cond:
+            if self.busy >= self.concurrency:
+                self.cond.wait(timeout)
+            return max(0, self.concurrency - self.busy)
+
+    def release(self) -> None:
+        with self.cond:
+            self.busy -= 1
+            self.cond.notify_all()
+
+    # -- fetching ------------------------------------------------------------------------
+
+    def fetch_loop(self) -> None:
+        w = self.worker
+        backoff = Backoff()
+        while not w.stopping.is_set():
+            wanted = min(self.free_slots(BLOCK), w.budget())
+            if wanted <= 0:
+                if w.budget() <= 0:
+                    w.stopping.wait(TICK)
+                continue
+            try:
+                claimed = self.claim(wanted, "")
+                if not claimed:
+                    claimed = self.wait_and_claim(wanted)
+                w.health.ok()
+                backoff.reset()
+            except w.redis_errors as exc:
+                w.health.down(exc)
+                backoff.fail(w.stopping)
+                continue
+            for job in claimed:
+                self.inbox.put(job)
+
+    def claim(self, count: int, first: str) -> list[store.ClaimedJob]:
+        w = self.worker
+        now = time.time()
+        rows = w.scripts.claim(args=[
+            w.prefix, self.queue, count, w.name, repr(now), repr(w.lease), f"{secrets.token_hex(6)}-",
+            first, store.rq_time(now), store.events_key(w.prefix), w.events_max])
+        jobs = [store.parse_claim(self.queue, row) for row in rows]
+        with self.cond:
+            self.busy += len(jobs)
+            if jobs:
+                self.drained = False
+            elif self.busy == 0 and not first:
+                self.drained = True
+        w.claimed(len(jobs))
+        return jobs
+
+    def wait_and_claim(self, wanted: int) -> list[store.ClaimedJob]:
+        w = self.worker
+        if w.options.burst:
+            w.stopping.wait(TICK)
+            return []
+        popped = w.connection.blmove(store.queue_key(w.prefix, self.queue),
+                                     store.intermediate_key(w.prefix, self.queue), BLOCK)  # type: ignore[arg-type]
+        if popped is None:
+            return []
+        job_id = store.text(popped)
+        if w.stopping.is_set():
+            w.scripts.unpop(args=[w.prefix, self.queue, job_id])
+            return []
+        return self.claim(wanted, job_id)
+
+    # -- executing -----------------------------------------------------------------------
+
+    def execute_loop(self) -> None:
+        while True:
+            with self.cond:
+                if self.surplus > 0:
+                    self.surplus -= 1
+                    return
+            job = self.inbox.get()
+            if job is None:
+                return
+            try:
+                self.worker.execute(self, job)
+            except (JobTimeout, Interrupted):
+                pass  # delivered after the job's outcome was taken; nothing left to do
+            finally:
+                _clear_async_exc(threading.get_ident())
+
+
+def _raise_in(thread_id: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+def _clear_async_exc(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Worker:
+    """Runs jobs until stopped, burst-drained or out of ``max_jobs``; see the module docstring."""
+
+    def __init__(self, config: Config, options: WorkerOptions) -> None:
+        if not options.queues:
+            raise UsageError("a worker needs at least one queue")
+        self.config = config
+        self.options = options
+        self.prefix = config.redis.prefix
+        self.name = options.name or f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(2)}"
+        self.heartbeat_every = float(config.values["worker.heartbeat"])
+        self.lease = LEASE_HEARTBEATS * self.heartbeat_every
+        self.events_max = int(config.values["events.max_len"])
+        self.shutdown_timeout = (options.shutdown_timeout if options.shutdown_timeout is not None
+                                 else float(config.values["worker.shutdown_timeout"]))
+        self.health = Health(self.lease)
+        self.stopping = threading.Event()  # no new jobs
+        self.cold = threading.Event()  # requeue in-flight jobs now
+        self.closed = threading.Event()  # shutdown done: maintenance stops
+        self.report = Report(self.name)
+        self.running: dict[str, Running] = {}
+        self._running_lock = threading.Lock()
+        self._claimed_total = 0
+        self._settled_total = 0
+        self._counter_lock = threading.Lock()
+        self._outcomes: queue_mod.SimpleQueue[store.Settlement | None] = queue_mod.SimpleQueue()
+        self._pending_settle = 0
+        self._settler_idle = threading.Condition()
+        self.lanes = [self._lane(q) for q in options.queues]  # loads handlers: fails before Redis
+        self.connection: Redis
+        self.scripts: store.Scripts
+        self.redis_errors: tuple[type[Exception], ...] = ()
+
+    def _lane(self, queue: str) -> Lane:
+        get_queue(queue)
+        policy = self.config.queues[queue]
+        handler = handlers.load(policy.handler, f"queues.{queue}.handler")
+        return Lane(self, queue, policy, handler, self.options.concurrency or policy.concurrency)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """First call: warm shutdown. Second call: cold."""
+        if self.stopping.is_set():
+            if not self.cold.is_set():
+                log.warning("cold shutdown: requeueing %d in-flight job(s) now", len(self.running))
+                self.cold.set()
+            return
+        log.warning("warm shutdown: taking no new jobs; %d in flight get up to %s (signal again to stop now)",
+                    len(self.running), format_duration(self.shutdown_timeout))
+        self.stopping.set()
+
+    def run(self) -> Report:
+        """Connect, register, work until told to stop, then shut down without losing a job."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        from .connection import connect
+
+        self.redis_errors = (ConnectionError, TimeoutError)
+        self.connection = connect(self.config)
+        self.scripts = store.Scripts(self.connection)
+        self._register_birth()
+        log.info("worker %s started: %s", self.name,
+                 ", ".join(f"{lane.queue} (concurrency {lane.concurrency})" for lane in self.lanes))
+        maintenance = threading.Thread(target=self._maintain_loop, name="maintain", daemon=True)
+        threading.Thread(target=self._settle_loop, name="settle", daemon=True).start()
+        maintenance.start()
+        for lane in self.lanes:
+            lane.start()
+        try:
+            while not self.stopping.is_set():
+                if self._finished_work():
+                    self.stopping.set()
+                    break
+                self.stopping.wait(0.1)
+            self._shutdown(maintenance)
+        finally:
+            self.connection.close()
+        log.info("worker %s stopped: %d finished, %d failed, %d retried%s", self.name, self.report.finished,
+                 self.report.failed, self.report.retried, "" if self.report.clean else " (unclean)")
+        return self.report
+
+    def _finished_work(self) -> bool:
+        if self.options.max_jobs is not None and self._settled_total >= self.options.max_jobs:
+            return True
+        if self.options.burst:
+            with self._settler_idle:
+                pending = self._pending_settle
+            return pending == 0 and all(lane.drained for lane in self.lanes)
+        return False
+
+    def budget(self) -> int:
+        """Jobs this worker may still claim (``--max-jobs``)."""
+        if self.options.max_jobs is None:
+            return 1 << 30
+        with self._counter_lock:
+            return self.options.max_jobs - self._claimed_total
+
+    def claimed(self, count: int) -> None:
+        with self._counter_lock:
+            self._claimed_total += count
+
+    def _busy(self) -> bool:
+        return any(lane.busy for lane in self.lanes)
+
+    def _shutdown(self, maintenance: threading.Thread) -> None:
+        for lane in self.lanes:
+            lane.threads[0].join(BLOCK + 1.0)  # the fetcher: it may hold a job popped mid-stop
+        self._requeue_unstarted()
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self._busy() and not self.cold.is_set() and time.monotonic() < deadline:
+            self.cold.wait(TICK)
+        self._requeue_unstarted()
+        for running in list(self.running.values()):
+            if running.claim_settlement():
+                self.report.interrupted.append(running.job.id)
+                log.warning("job %s (%s) did not finish before shutdown: requeued", running.job.id,
+                            running.lane.queue)
+                self._submit(self._settlement(running.lane, running.job, "requeue", "requeued",
+                                              "worker shut down before the job finished", started=running.started))
+                if running.thread_id is not None:
+                    _raise_in(running.thread_id, Interrupted)
+        self._drain_settler(deadline=time.monotonic() + max(2.0, self.heartbeat_every))
+        self.closed.set()
+        maintenance.join(1.0)
+        for lane in self.lanes:
+            for _ in range(lane.concurrency + lane.surplus):
+                lane.inbox.put(None)
+        self._register_death()
+
+    def _requeue_unstarted(self) -> None:
+        for lane in self.lanes:
+            while True:
+                try:
+                    job = lane.inbox.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if job is None:
+                    continue
+                self.report.requeued_unstarted += 1
+                self._submit(self._settlement(lane, job, "requeue", "requeued", "worker stopping before the job ran"))
+
+    # -- running one job -----------------------------------------------------------------
+
+    def execute(self, lane: Lane, job: store.ClaimedJob) -> None:
+        """Run one claimed job and hand its outcome to the settler."""
+        if self.stopping.is_set():  # taken from the inbox as shutdown began: it never started
+            self.report.requeued_unstarted += 1
+            self._submit(self._settlement(lane, job, "requeue", "requeued", "worker stopping before the job ran"))
+            return
+        timeout = job.timeout if job.timeout and job.timeout > 0 else lane.policy.timeout
+        running = Running(job, lane, started=time.time(), timeout=timeout, thread_id=threading.get_ident(),
+                          deadline=time.monotonic() + timeout)
+        with self._running_lock:
+            self.running[job.execution_id] = running
+        try:
+            outcome = self._run_handler(lane, job, running)
+        finally:
+            with self._running_lock:
+                self.running.pop(job.execution_id, None)
+        if running.claim_settlement():
+            self._submit(outcome)
+
+    def _run_handler(self, lane: Lane, job: store.ClaimedJob, running: Running) -> store.Settlement:
+        try:
+            try:
+                payload = self._payload(lane, job)
+                ctx = handlers.JobContext(job.id, lane.queue, job.attempt, self.config, self.connection,
+                                          running.deadline)
+                value = lane.handler(payload, ctx)
+            finally:
+                with running.lock:
+                    running.done = True
+        except JobTimeout:
+            return self._failure(lane, job, running, _timeout_text(running), retryable=True)
+        except handlers.PermanentError as exc:
+            return self._failure(lane, job, running, traceback.format_exc(), retryable=False,
+                                 reason=_first_line(exc))
+        except Exception as exc:
+            return self._failure(lane, job, running, traceback.format_exc(), retryable=True,
+                                 reason=_first_line(exc))
+        return self._settlement(lane, job, "finished", "finished", started=running.started,
+                                ttl=job.result_ttl if job.result_ttl is not None else lane.policy.result_ttl,
+                                result_type=store.RESULT_SUCCESSFUL, result_field="return_value",
+                                result_value=store.encode_value(value))
+
+    def _payload(self, lane: Lane, job: store.ClaimedJob) -> dict[str, Any]:
+        if job.decode_error:
+            raise handlers.PermanentError(job.decode_error)
+        if job.func_name != lane.func_name:
+            raise handlers.PermanentError(
+                f"refused: not a registered handler ({job.func_name!r}; {lane.queue} runs {lane.handler.path})")
+        if len(job.args) != 1 or job.kwargs:
+            raise handlers.PermanentError("invalid payload: a job takes exactly one JSON object argument")
+        try:
+            return lane.spec.validate(job.args[0], _utcnow())
+        except InputError as exc:
+            raise handlers.PermanentError(f"invalid payload: {exc.message}") from None
+
+    def _failure(self, lane: Lane, job: store.ClaimedJob, running: Running, text: str, *, retryable: bool,
+                 reason: str | None = None) -> store.Settlement:
+        reason = reason or text.strip().splitlines()[-1]
+        ttl = job.failure_ttl if job.failure_ttl is not None else lane.policy.failure_ttl
+        retry = retryable and job.retries_left > 0
+        delay = job.retry_delay() if retry else 0
+        return self._settlement(
+            lane, job, "retry" if retry else "failed", "retried" if retry else "failed", reason,
+            started=running.started, ttl=ttl, delay=delay, result_type=store.RESULT_FAILED,
+            result_field="exc_string", result_value=store.encode_exc(text), exc_info=zlib.compress(text.encode()))
+
+    def _settlement(self, lane: Lane, job: store.ClaimedJob, mode: str, event: str, reason: str = "", *,
+                    started: float = 0.0, **extra: Any) -> store.Settlement:
+        return store.Settlement(
+            prefix=self.prefix, queue=lane.queue, job_id=job.id, execution_id=job.execution_id, owner=self.name,
+            now=time.time(), mode=mode, event=event, reason=reason, started=started,
+            keep_results=lane.policy.keep_results, events_max=self.events_max, **extra)
+
+    # -- settling ------------------------------------------------------------------------
+
+    def _submit(self, settlement: store.Settlement) -> None:
+        with self._settler_idle:
+            self._pending_settle += 1
+        self._outcomes.put(settlement)
+
+    def _settle_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            first = self._outcomes.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < SETTLE_BATCH:
+                try:
+                    item = self._outcomes.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if item is None:
+                    self._outcomes.put(None)
+                    break
+                batch.append(item)
+            while True:
+                try:
+                    results = self._settle_batch(batch)
+                    self.health.ok()
+                    backoff.reset()
+                    break
+                except self.redis_errors as exc:
+                    self.health.down(exc)
+                    backoff.fail(threading.Event())
+            for settlement, result in zip(batch, results, strict=True):
+                self._settled(settlement, result)
+
+    def _settle_batch(self, batch: list[store.Settlement]) -> list[Any]:
+        with self.connection.pipeline(transaction=False) as pipe:
+            for settlement in batch:
+                self.scripts.settle_on(pipe, settlement.args())
+            return list(pipe.execute())
+
+    def _settled(self, s: store.Settlement, result: Any) -> None:
+        lane = next(lane for lane in self.lanes if lane.queue == s.queue)
+        if result == 1:
+            self._log_outcome(s)
+        elif result == 0:
+            log.warning("job %s (%s): its execution was recovered elsewhere meanwhile; outcome %s not recorded",
+                        s.job_id, s.queue, s.event)
+        else:
+            log.info("job %s (%s) was removed or stopped while running; outcome %s not recorded",
+                     s.job_id, s.queue, s.event)
+        lane.release()
+        with self._counter_lock:
+            if s.mode != "requeue":
+                self._settled_total += 1
+        with self._settler_idle:
+            self._pending_settle -= 1
+            self._settler_idle.notify_all()
+
+    def _log_outcome(self, s: store.Settlement) -> None:
+        if s.mode == "finished":
+            self.report.finished += 1
+            log.info("job %s (%s) finished in %.3fs", s.job_id, s.queue, s.now - s.started)
+        elif s.mode == "failed":
+            self.report.failed += 1
+            logging.getLogger(f"jobs.{s.queue}").error("job %s failed: %s", s.job_id, s.reason)
+        elif s.mode == "retry":
+            self.report.retried += 1
+            logging.getLogger(f"jobs.{s.queue}").warning("job %s failed: %s; retry in %ds", s.job_id, s.reason,
+                                                         s.delay)
+
+    def _drain_settler(self, deadline: float) -> None:
+        """Wait for queued outcomes to reach Redis, then stop the settler; what can't is left to recovery."""
+        with self._settler_idle:
+            while self._pending_settle and time.monotonic() < deadline:
+                self._settler_idle.wait(TICK)
+            pending = self._pending_settle
+        if pending:
+            log.error("Redis did not take %d outcome(s) before exit; those jobs stay started and are "
+                      "recovered as abandoned after %s", pending, format_duration(self.lease))
+            self.report.unsettled.append(f"{pending} outcome(s)")
+        self._outcomes.put(None)
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def _maintain_loop(self) -> None:
+        backoff = Backoff()
+        stop = threading.Event()
+        next_beat = next_promote = next_recover = 0.0
+        seen: dict[str, set[str]] = {lane.queue: set() for lane in self.lanes}
+        while not self.closed.is_set():
+            now = time.monotonic()
+            self._enforce_timeouts(now)
+            try:
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + self.heartbeat_every
+                if now >= next_promote and not self.stopping.is_set():
+                    self._promote()
+                    next_promote = now + 0.25
+                if now >= next_recover and now >= self.health.recover_after and not self.stopping.is_set():
+                    self._recover(seen)
+                    next_recover = now + self.heartbeat_every
+                self.health.ok()
+                backoff.reset()
+            except self.redis_errors as exc:
+                self.health.down(exc)
+                backoff.fail(stop)
+            time.sleep(TICK)
+
+    def _enforce_timeouts(self, now: float) -> None:
+        with self._running_lock:
+            overdue = [r for r in self.running.values() if now > r.deadline]
+        for running in overdue:
+            with running.lock:
+                if running.done or running.settled:
+                    continue
+                if running.timeout_raised_at is None:
+                    running.timeout_raised_at = now
+                    if running.thread_id is not None:
+                        _raise_in(running.thread_id, JobTimeout)
+                    continue
+            if now - running.timeout_raised_at > TIMEOUT_GRACE and running.claim_settlement():
+                lane = running.lane
+                log.error("job %s (%s) ignored its timeout; recorded as failed, its thread is replaced",
+                          running.job.id, lane.queue)
+                self._submit(self._failure(lane, running.job, running, _timeout_text(running) + " and did not stop",
+                                           retryable=True))
+                with lane.cond:
+                    lane.surplus += 1
+                lane.add_executor()
+
+    def _heartbeat(self) -> None:
+        now = time.time()
+        key = store.worker_key(self.prefix, self.name)
+        ttl = int(self.lease + 60)
+        with self._running_lock:
+            running = list(self.running.values())
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={"last_heartbeat": store.rq_time(now), "state": "busy" if running else "idle"})
+            pipe.expire(key, ttl)
+            pipe.expire(f"{key}:executions", ttl)
+            for r in running:
+                member = f"{r.job.id}:{r.job.execution_id}"
+                pipe.zadd(store.registry_key(self.prefix, "wip", r.lane.queue), {member: now + self.lease}, xx=True)
+                pipe.expire(f"{self.prefix}:execution:{member}", int(self.lease) + 60)
+            pipe.execute()
+
+    def _promote(self) -> None:
+        now = time.time()
+        with self.connection.pipeline(transaction=False) as pipe:
+            for lane in self.lanes:
+                self.scripts.promote(args=[self.prefix, lane.queue, repr(now), 500, store.rq_time(now)], client=pipe)
+            pipe.execute()
+
+    def _recover(self, seen: dict[str, set[str]]) -> None:
+        now = time.time()
+        for lane in self.lanes:
+            housekeeping.recover_abandoned(self.connection, self.scripts, self.config, lane.queue, now)
+            _, seen[lane.queue] = housekeeping.return_stuck(self.connection, self.scripts, self.prefix, lane.queue,
+                                                            seen[lane.queue])
+
+    # -- registration (RQ's worker keys, so `rq info` lists us) -----------------------------
+
+    def _register_birth(self) -> None:
+        from rq.version import VERSION
+
+        key = store.worker_key(self.prefix, self.name)
+        if self.connection.exists(key) and not self.connection.hexists(key, "death"):
+            raise NameTaken(f"a worker named {self.name!r} is already running")
+        now = store.rq_time(time.time())
+        queues = [lane.queue for lane in self.lanes]
+        with self.connection.pipeline() as pipe:
+            pipe.delete(key, f"{key}:executions")
+            pipe.hset(key, mapping={
+                "birth": now, "last_heartbeat": now, "queues": ",".join(queues), "pid": os.getpid(),
+                "hostname": socket.gethostname(), "ip_address": "", "version": VERSION,
+                "python_version": _python_version(), "state": "idle", "successful_job_count": 0,
+                "failed_job_count": 0, "total_working_time": 0, "serializer": "rq.serializers.JSONSerializer",
+            })
+            pipe.expire(key, int(self.lease + 60))
+            pipe.sadd(f"{self.prefix}:workers", key)
+            for queue in queues:
+                pipe.sadd(f"{self.prefix}:workers:{queue}", key)
+            pipe.execute()
+
+    def _register_death(self) -> None:
+        key = store.worker_key(self.prefix, self.name)
+        try:
+            with self.connection.pipeline() as pipe:
+                pipe.srem(f"{self.prefix}:workers", key)
+                for lane in self.lanes:
+                    pipe.srem(f"{self.prefix}:workers:{lane.queue}", key)
+                pipe.hset(key, mapping={"death": store.rq_time(time.time()), "state": "dead"})
+                pipe.expire(key, 60)
+                pipe.delete(f"{key}:executions")
+                pipe.execute()
+        except self.redis_errors as exc:
+            log.warning("could not unregister worker %s (%s); its key expires by itself", self.name, exc)
+
+
+def _timeout_text(running: Running) -> str:
+    return f"JobTimeoutException: job exceeded its {format_duration(running.timeout)} timeout"
+
+
+def _python_version() -> str:
+    import sys
+
+    return sys.version
+
+
+def _utcnow() -> Any:
+    from .timeparse import utcnow
+
+    return utcnow()
