@@ -273,6 +273,17 @@ def _clear_async_exc(thread_id: int) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
 
 
+_OWN_FRAMES = (__file__, handlers.__file__)
+
+
+def _traceback(exc: BaseException) -> str:
+    """The traceback of a failed job, starting at the handler (the worker's own frames say nothing)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in _OWN_FRAMES:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -454,11 +465,9 @@ class Worker:
         except JobTimeout:
             return self._failure(lane, job, running, _timeout_text(running), retryable=True)
         except handlers.PermanentError as exc:
-            return self._failure(lane, job, running, traceback.format_exc(), retryable=False,
-                                 reason=_first_line(exc))
+            return self._failure(lane, job, running, _traceback(exc), retryable=False, reason=_first_line(exc))
         except Exception as exc:
-            return self._failure(lane, job, running, traceback.format_exc(), retryable=True,
-                                 reason=_first_line(exc))
+            return self._failure(lane, job, running, _traceback(exc), retryable=True, reason=_first_line(exc))
         return self._settlement(lane, job, "finished", "finished", started=running.started,
                                 ttl=job.result_ttl if job.result_ttl is not None else lane.policy.result_ttl,
                                 result_type=store.RESULT_SUCCESSFUL, result_field="return_value",
@@ -634,14 +643,17 @@ class Worker:
         with self._running_lock:
             running = list(self.running.values())
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={"last_heartbeat": store.rq_time(now), "state": "busy" if running else "idle"})
             pipe.expire(key, ttl)
+            pipe.hset(key, mapping={"last_heartbeat": store.rq_time(now), "state": "busy" if running else "idle"})
             pipe.expire(f"{key}:executions", ttl)
             for r in running:
                 member = f"{r.job.id}:{r.job.execution_id}"
                 pipe.zadd(store.registry_key(self.prefix, "wip", r.lane.queue), {member: now + self.lease}, xx=True)
                 pipe.expire(f"{self.prefix}:execution:{member}", int(self.lease) + 60)
-            pipe.execute()
+            alive = pipe.execute()[0]
+        if not alive:  # our registration expired (a long outage) or Redis restarted empty
+            log.warning("worker %s was no longer registered; registering again", self.name)
+            self._register(fresh=False)
 
     def _promote(self) -> None:
         now = time.time()
@@ -660,21 +672,29 @@ class Worker:
     # -- registration (RQ's worker keys, so `rq info` lists us) -----------------------------
 
     def _register_birth(self) -> None:
-        from rq.version import VERSION
-
         key = store.worker_key(self.prefix, self.name)
         if self.connection.exists(key) and not self.connection.hexists(key, "death"):
             raise NameTaken(f"a worker named {self.name!r} is already running")
+        self._register(fresh=True)
+
+    def _register(self, *, fresh: bool) -> None:
+        from rq.version import VERSION
+
+        key = store.worker_key(self.prefix, self.name)
         now = store.rq_time(time.time())
         queues = [lane.queue for lane in self.lanes]
         with self.connection.pipeline() as pipe:
-            pipe.delete(key, f"{key}:executions")
+            if fresh:
+                pipe.delete(key, f"{key}:executions")
+                pipe.hset(key, mapping={"birth": now, "successful_job_count": 0, "failed_job_count": 0,
+                                        "total_working_time": 0})
             pipe.hset(key, mapping={
-                "birth": now, "last_heartbeat": now, "queues": ",".join(queues), "pid": os.getpid(),
+                "last_heartbeat": now, "queues": ",".join(queues), "pid": os.getpid(),
                 "hostname": socket.gethostname(), "ip_address": "", "version": VERSION,
-                "python_version": _python_version(), "state": "idle", "successful_job_count": 0,
-                "failed_job_count": 0, "total_working_time": 0, "serializer": "rq.serializers.JSONSerializer",
+                "python_version": _python_version(), "state": "busy" if self.running else "idle",
+                "serializer": "rq.serializers.JSONSerializer",
             })
+            pipe.hsetnx(key, "birth", now)
             pipe.expire(key, int(self.lease + 60))
             pipe.sadd(f"{self.prefix}:workers", key)
             for queue in queues:

@@ -146,12 +146,23 @@ def test_outcomes_are_recorded_as_rq_records_them(conf: Path, redis: Redis) -> N
     assert redis.zscore(f"siderhub:finished:{QUEUE}", ok) is not None
     assert set(redis.zrange(f"siderhub:failed:{QUEUE}", 0, -1)) == {failing.encode(), permanent.encode()}
     assert "RuntimeError: boom x" in exc_info(redis, failing)
+    assert "sample_handlers.py" in exc_info(redis, failing) and "worker.py" not in exc_info(redis, failing)
     assert "PermanentError: rejected y" in exc_info(redis, permanent)
     assert redis.zcard(f"siderhub:wip:{QUEUE}") == 0
     assert event_kinds(redis, failing) == ["started", "retried", "started", "failed"]
     assert event_kinds(redis, ok) == ["started", "finished"]
     # the worker unregistered itself
     assert not redis.smembers("siderhub:workers")
+
+
+def test_lost_registration_is_restored(conf: Path, redis: Redis) -> None:
+    worker = InProcess()
+    key = f"siderhub:worker:{worker.worker.name}"
+    wait_for(lambda: redis.exists(key))
+    redis.delete(key, "siderhub:workers", f"siderhub:workers:{QUEUE}")  # as after a restart without data
+    wait_for(lambda: redis.hget(key, "queues") == QUEUE.encode() and redis.sismember("siderhub:workers", key))
+    worker.stop()
+    assert redis.hget(key, "death") is not None
 
 
 def test_refused_handler_is_never_imported(conf: Path, redis: Redis, tmp_path: Path,
