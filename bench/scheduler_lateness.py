@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,17 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, percentile
 
 
 def main() -> None:
@@ -55,7 +47,7 @@ def main() -> None:
         try:
             client.ping()
             break
-        except Exception:  # noqa: BLE001 - still starting
+        except RedisConnectionError:  # still starting
             time.sleep(0.05)
     schedulers = [subprocess.Popen([sys.executable, "-m", "siderctl", "scheduler", "run"], env=env,
                                    stderr=subprocess.DEVNULL) for _ in range(2)]

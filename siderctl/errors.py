@@ -73,3 +73,25 @@ class UncleanShutdown(SiderctlError):
     """A worker or the runtime stopped with jobs interrupted (requeued) or outcomes left to recovery."""
 
     exit_code = 9
+
+
+class QueueNotAccepting(SiderctlError):
+    """The queue is draining or closed: enqueues (and retries into it) are refused."""
+
+    exit_code = 10
+
+
+class NothingSelected(SiderctlError):
+    """A selection (filters, --all) matched no job; nothing changed."""
+
+    exit_code = 11
+
+
+class DeadlinePassed(SiderctlError):
+    """``queue drain`` reached its --timeout with jobs still queued or running."""
+
+    exit_code = 12
+
+
+class NeedsConfirmation(UsageError):
+    """A destructive command without --yes where no terminal can confirm it."""

@@ -20,7 +20,7 @@ from .timeparse import format_instant
 if TYPE_CHECKING:
     from redis import Redis
 
-KINDS = ("started", "finished", "failed", "retried", "abandoned", "requeued")
+KINDS = ("started", "finished", "failed", "retried", "abandoned", "requeued", "removed")
 _CORE = ("event", "job", "queue", "worker")
 
 

@@ -100,6 +100,7 @@ def clean_jobs(connection: Redis, config: Config, now: float) -> dict[str, Any]:
         report["abandoned_retried"] += len(recovered.retried)
         report["abandoned_failed"] += len(recovered.failed)
         report["finished_over_limit"] += _trim_finished(connection, prefix, queue, policy.keep_results)
+        _trim_failure_index(connection, prefix, queue)
         seen_key = f"{prefix}:siderctl:cleanup:intermediate:{queue}"
         seen = {store.text(raw) for raw in connection.smembers(seen_key)}
         returned, now_seen = return_stuck(connection, scripts, prefix, queue, seen)
@@ -124,6 +125,18 @@ def _trim_finished(connection: Redis, prefix: str, queue: str, keep: int) -> int
     oldest = [store.text(entry[0]) for entry in connection.zpopmin(key, over)]
     _delete_jobs(connection, prefix, oldest)
     return len(oldest)
+
+
+def _trim_failure_index(connection: Redis, prefix: str, queue: str) -> None:
+    """Drop index entries (oldest first, a batch per run) whose job left the failed registry."""
+    index = store.failures_key(prefix, queue)
+    oldest = [store.text(m) for m in connection.zrange(index, 0, 999)]
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in oldest:
+            pipe.zscore(store.registry_key(prefix, "failed", queue), job_id)
+        gone = [job_id for job_id, score in zip(oldest, pipe.execute(), strict=True) if score is None]
+    if gone:
+        connection.zrem(index, *gone)
 
 
 def _delete_jobs(connection: Redis, prefix: str, job_ids: Iterable[str]) -> None:

@@ -214,3 +214,168 @@ def metric_snapshots(config: Config, scope: str | None = None, history: int = 1)
         found.append(Snapshot(doc["scope"], doc["fetched_at"], doc.get("job", ""), doc.get("took", 0.0),
                               doc.get("data")))
     return found
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """``queue ls``: a queue's counts and its operator state."""
+
+    status: QueueStatus
+    state: Any  # control.QueueState
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON shape."""
+        return {**asdict(self.status), **self.state.as_dict()}
+
+
+def queues(config: Config) -> list[QueueView]:
+    """Every queue with its counts, workers and state (paused, draining, closed), read-only."""
+    from . import store
+    from .connection import connect
+    from .control import parse_state
+
+    with connect(config) as connection:
+        statuses = _queue_statuses(connection)
+        with connection.pipeline(transaction=False) as pipe:
+            for name in QUEUES:
+                pipe.hgetall(store.control_key(config.redis.prefix, name))
+            states = pipe.execute()
+    return [QueueView(status, parse_state(fields)) for status, fields in zip(statuses, states, strict=True)]
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """One registered worker as ``worker ls`` shows it."""
+
+    name: str
+    host: str
+    pid: int | None
+    queues: list[str]
+    state: str
+    current_jobs: list[str]
+    busy_since: str | None
+    finished: int
+    failed: int
+    last_heartbeat: str | None
+    heartbeat_age: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON shape."""
+        return asdict(self)
+
+
+RQ_WORKER_TTL = 420.0  # RQ's default: a worker silent this long is dead
+
+
+def workers(config: Config) -> list[WorkerView]:
+    """Every registered worker, in two round trips; workers silent too long show as ``dead``."""
+    from . import store
+    from .connection import connect
+
+    prefix = config.redis.prefix
+    with connect(config) as connection:
+        keys = sorted(store.text(k) for k in connection.smembers(f"{prefix}:workers"))
+        with connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+                pipe.smembers(f"{key}:executions")
+            replies = pipe.execute()
+        hashes = [{store.text(k): store.text(v) for k, v in h.items()} for h in replies[::2]]
+        executions = [sorted(store.text(m) for m in e) for e in replies[1::2]]
+        with connection.pipeline(transaction=False) as pipe:
+            for members in executions:
+                for member in members:
+                    pipe.hget(f"{prefix}:execution:{member}", "created_at")
+            starts = iter(pipe.execute())
+    now = datetime.now(UTC).timestamp()
+    found = []
+    for key, fields, members in zip(keys, hashes, executions, strict=True):
+        if not fields:
+            continue  # expired since it was listed
+        started = [float(s) for s in (next(starts) for _ in members) if s]
+        found.append(_worker_view(key.split(":worker:", 1)[1], fields, members, started, now))
+    return found
+
+
+def _worker_view(name: str, fields: dict[str, str], members: list[str], started: list[float],
+                 now: float) -> WorkerView:
+    beat = _rq_epoch(fields.get("last_heartbeat"))
+    age = None if beat is None else max(0.0, now - beat)
+    interval = float(fields.get("heartbeat_interval") or 0)
+    silent_limit = 3 * interval if interval else RQ_WORKER_TTL
+    state = fields.get("state", "?")
+    if "death" in fields or (age is not None and age > silent_limit):
+        state = "dead"
+    return WorkerView(
+        name=name,
+        host=fields.get("hostname", ""),
+        pid=int(fields["pid"]) if fields.get("pid", "").isdigit() else None,
+        queues=[q for q in fields.get("queues", "").split(",") if q],
+        state=state,
+        current_jobs=[m.rsplit(":", 1)[0] for m in members],
+        busy_since=_epoch_instant(min(started)) if started else None,
+        finished=int(fields.get("successful_job_count") or 0),
+        failed=int(fields.get("failed_job_count") or 0),
+        last_heartbeat=_epoch_instant(beat) if beat is not None else None,
+        heartbeat_age=None if age is None else round(age, 3),
+    )
+
+
+def _rq_epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _epoch_instant(epoch: float) -> str:
+    from .timeparse import format_instant
+
+    return format_instant(datetime.fromtimestamp(epoch, UTC))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One destructive action."""
+
+    id: str
+    at: str
+    who: str
+    action: str
+    queue: str | None
+    count: int
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON shape."""
+        return asdict(self)
+
+
+def audit(config: Config, limit: int = 50, queue: str | None = None) -> list[AuditEntry]:
+    """The newest ``limit`` audit entries (of ``queue``), newest first."""
+    import json
+
+    from . import store
+    from .connection import connect
+
+    found: list[AuditEntry] = []
+    with connect(config) as connection:
+        upper = "+"
+        while len(found) < limit:
+            page = connection.xrevrange(store.audit_key(config.redis.prefix), max=upper, min="-", count=500)
+            for entry_id, raw in page:
+                fields = {store.text(k): store.text(v) for k, v in raw.items()}
+                if queue is not None and fields.get("queue") != queue:
+                    continue
+                text_id = store.text(entry_id)
+                found.append(AuditEntry(text_id, _epoch_instant(int(text_id.split("-")[0]) / 1000),
+                                        fields.get("who", "?"), fields.get("action", "?"), fields.get("queue") or None,
+                                        int(fields.get("count") or 0), json.loads(fields.get("detail") or "{}")))
+                if len(found) == limit:
+                    break
+            if len(page) < 500:
+                break
+            upper = "(" + store.text(page[-1][0])
+    return found

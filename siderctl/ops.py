@@ -153,7 +153,9 @@ def enqueue(config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
 def enqueue_with(connection: Redis, config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
     """``enqueue`` on an open connection (long-running callers keep theirs)."""
     from .connection import open_queue
+    from .control import check_accepting
 
+    check_accepting(connection, config, request.queue)
     queue = open_queue(connection, request.queue)
     policy = config.queues[request.queue]
     jobs = [_make_job(queue, policy, payload, request) for payload in request.payloads]

@@ -6,9 +6,10 @@ never pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .timeparse import format_duration
@@ -18,9 +19,11 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from .config import Config
+    from .control import Applied, DrainReport, FailedSelection, PurgePlan, QueueState
     from .embedded import EmbeddedStatus
     from .events import Event
-    from .inspect import SchedulerView, Snapshot, Status
+    from .failures import FailureDetail, Group, Page
+    from .inspect import AuditEntry, QueueView, SchedulerView, Snapshot, Status, WorkerView
     from .ops import EnqueuedJob
     from .runtime import Plan
 
@@ -50,7 +53,7 @@ def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[st
 
 _SHORT = {"queued": "queued", "scheduled": "sched", "started": "started", "deferred": "defer",
           "finished": "done", "failed": "failed", "canceled": "cancel"}
-_NUMERIC = {*_SHORT.values(), "oldest", "workers"}
+_NUMERIC = {*_SHORT.values(), "oldest", "workers", "queued", "sched", "count", "jobs", "done", "att", "pid"}
 
 
 def emit_json(value: Any) -> None:
@@ -202,3 +205,178 @@ def runtime_plan(plan: Plan) -> None:
                  f"{format_duration(plan.shutdown_timeout)} (signal twice to stop at once)")
     sys.stderr.write("\n".join(lines) + "\n")
     sys.stderr.flush()
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(round(seconds, 1) if seconds < 60 else round(seconds))
+
+
+def workers(found: Sequence[WorkerView]) -> None:
+    """The table of ``worker ls``."""
+    if not found:
+        note("no workers registered")
+        return
+    rows = []
+    for w in found:
+        current = w.current_jobs[0] + (f" +{len(w.current_jobs) - 1}" if len(w.current_jobs) > 1 else "") \
+            if w.current_jobs else "-"
+        rows.append([w.name, w.host, str(w.pid or "-"), ",".join(w.queues), w.state, current, w.busy_since or "-",
+                     str(w.finished), str(w.failed), _age(w.heartbeat_age)])
+    _console().print(_table(None, ["worker", "host", "pid", "queues", "state", "current job", "since", "done",
+                                   "failed", "heartbeat"], rows))
+
+
+def queue_table(found: Sequence[QueueView]) -> None:
+    """The table of ``queue ls``."""
+    rows = []
+    for view in found:
+        q, state = view.status, view.state
+        changed = f"{state.changed_at} by {state.changed_by}" if state.changed_at else "-"
+        rows.append([q.name, state.label, str(q.queued), str(q.scheduled), str(q.started), str(q.failed),
+                     str(len(q.workers)), changed])
+    _console().print(_table(None, ["queue", "state", "queued", "sched", "started", "failed", "workers",
+                                   "changed"], rows))
+
+
+def queue_state(queue: str, state: QueueState) -> None:
+    """The state a queue command left the queue in."""
+    intake = {"open": "accepting jobs", "draining": "draining: refusing new jobs",
+              "closed": "closed: refusing new jobs, its workers exit"}[state.intake]
+    sys.stdout.write(f"{queue}: {'paused' if state.paused else 'running'}, {intake}\n")
+
+
+@contextlib.contextmanager
+def drain_watch(enabled: bool) -> Iterator[Callable[[DrainReport], None]]:
+    """A live one-line progress of a drain on a terminal (stderr); silent otherwise."""
+    console = _console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda _report: None
+        return
+    with console.status("draining…") as status:
+        def update(report: DrainReport) -> None:
+            status.update(f"draining {report.queue}: {report.queued} queued, {report.started} running, "
+                          f"{report.scheduled} scheduled · {report.elapsed:.0f}s")
+
+        yield update
+
+
+def drain_report(report: DrainReport) -> None:
+    """How a drain ended."""
+    outcome = "drained" if report.done else "timed out"
+    lines = [f"{report.queue}: {outcome} after {report.elapsed:.1f}s",
+             f"  finished during drain: {report.finished}",
+             f"  failed during drain:   {report.failed}",
+             f"  still queued:          {report.queued}",
+             f"  still running:         {report.started}",
+             f"  scheduled (not waited for): {report.scheduled}",
+             f"  the queue refuses new jobs until `siderctl queue open {report.queue}`"]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def purge_plan(plan: PurgePlan) -> None:
+    """What a purge removes."""
+    parts = ", ".join(f"{count} {kind}" for kind, count in plan.counts.items())
+    sys.stdout.write(f"{plan.queue}: {parts} — {plan.total} job(s) in all\n")
+
+
+@contextlib.contextmanager
+def progress(total: int, verb: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar for large batches on a terminal (stderr); a no-op otherwise."""
+    console = _console(stderr=True)
+    if total < 200 or not console.is_terminal:
+        yield lambda _n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(verb, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def applied(result: Applied) -> None:
+    """What a bulk action changed."""
+    per_queue = ", ".join(f"{q}: {n}" for q, n in result.by_queue.items())
+    skipped = result.selected - result.changed
+    tail = f" ({skipped} had changed state meanwhile and were left alone)" if skipped > 0 else ""
+    sys.stdout.write(f"{result.action}: {result.changed} job(s){f' ({per_queue})' if per_queue else ''}{tail}\n")
+
+
+def selection(chosen: FailedSelection, action: str, dry_run: bool) -> None:
+    """The jobs a retry/rm is about to touch: ids on stdout for a dry run, a count on stderr."""
+    verb = {"retry": "retry", "rm": "remove"}[action]
+    if dry_run:
+        sys.stdout.write("".join(f"{job_id}\n" for job_id in chosen.ids()))
+        note(f"dry run: would {verb} {chosen.count} failed job(s) ({chosen.described}); nothing changed")
+    else:
+        note(f"about to {verb} {chosen.count} failed job(s) ({chosen.described})")
+
+
+def _payload_summary(payload: Any) -> str:
+    return _clip(json.dumps(payload, sort_keys=True, separators=(",", ":")), 48)
+
+
+def failure_page(page: Page) -> None:
+    """The table of ``failed ls``; the next page's cursor on stderr."""
+    from .failures import _instant
+
+    if not page.failures:
+        note("no failed jobs")
+        return
+    rows = [[f.id, f.queue, _instant(f.failed_at), str(f.attempts), f.error_type, _clip(f.error_message, 60),
+             _payload_summary(f.payload)] for f in page.failures]
+    _console().print(_table(None, ["id", "queue", "failed at", "att", "error", "message", "payload"], rows))
+    if page.next_cursor:
+        note(f"more: --cursor {page.next_cursor}")
+
+
+def failure_detail(found: FailureDetail) -> None:
+    """``failed show``: facts, payload, attempts, then the traceback (highlighted on a terminal)."""
+    from .failures import _instant
+
+    f = found.failure
+    console = _console()
+    facts = [("job", f.id), ("queue", f.queue), ("handler", found.func), ("failed at", _instant(f.failed_at)),
+             ("attempts", str(f.attempts)), ("worker", f.worker or "-"), ("created", found.created_at or "-"),
+             ("error", f"{f.error_type}: {f.error_message}")]
+    for label, value in facts:
+        console.print(f"{label + ':':<11}{value}", markup=False)
+    console.print("payload:", markup=False)
+    console.print(json.dumps(f.payload, indent=2, sort_keys=True), markup=False)
+    if found.attempts:
+        rows = [[str(a.number), a.outcome, a.started_at or "-", a.ended_at or "-", a.worker or "-",
+                 _clip(a.error or "", 70)] for a in found.attempts]
+        console.print(_table("attempts", ["#", "outcome", "started", "ended", "worker", "error"], rows))
+    console.print("traceback:", markup=False)
+    if console.is_terminal and found.traceback:
+        from rich.syntax import Syntax
+
+        console.print(Syntax(found.traceback.rstrip(), "pytb", word_wrap=True))
+    else:
+        sys.stdout.write(found.traceback.rstrip() + "\n")
+
+
+def failure_groups(found: Sequence[Group]) -> None:
+    """The table of ``failed group``."""
+    from .failures import _instant
+
+    if not found:
+        note("no failed jobs")
+        return
+    rows = [[str(g.count), g.error_type, _clip(g.message, 50), g.top_frame, _instant(g.first_seen),
+             _instant(g.last_seen), g.example, ",".join(sorted(g.queues))] for g in found]
+    _console().print(_table(None, ["count", "error", "message", "top frame", "first seen", "last seen",
+                                   "example", "queues"], rows))
+
+
+def audit(found: Sequence[AuditEntry]) -> None:
+    """The table of ``audit ls``."""
+    if not found:
+        note("no audit entries")
+        return
+    rows = [[a.at, a.who, a.action, a.queue or "-", str(a.count),
+             _clip(json.dumps(a.detail, sort_keys=True, separators=(",", ":")), 60)] for a in found]
+    _console().print(_table(None, ["at", "who", "action", "queue", "jobs", "detail"], rows))

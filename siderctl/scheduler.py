@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from .config import Config, Schedule
-from .errors import JobExists
+from .errors import JobExists, QueueNotAccepting
 from .queues import QUEUES
 from .timeparse import format_instant
 
@@ -210,6 +210,8 @@ class Scheduler:
             enqueue_with(self.connection, self.config, request)
         except JobExists:
             log.info("%s slot %s was already enqueued as %s", schedule.name, _at(slot), job_id)
+        except QueueNotAccepting as exc:
+            log.warning("%s slot %s skipped: %s", schedule.name, _at(slot), exc.message)
         fired_at = self.clock()
         lateness = max(0.0, fired_at - slot)
         self._advance(keys=[state_key(self.config.redis.prefix, schedule.name)],

@@ -62,6 +62,26 @@ def events_key(prefix: str) -> str:
     return f"{prefix}:siderctl:events"
 
 
+def failures_key(prefix: str, queue: str) -> str:
+    """Failed jobs of a queue by failure time (RQ's failed registry is scored by expiry)."""
+    return f"{prefix}:siderctl:failures:{queue}"
+
+
+def control_key(prefix: str, queue: str) -> str:
+    """A queue's operator state: ``paused`` (1/0) and ``intake`` (open, draining, closed)."""
+    return f"{prefix}:siderctl:queue:{queue}"
+
+
+def audit_key(prefix: str) -> str:
+    """The bounded stream of destructive actions."""
+    return f"{prefix}:siderctl:audit"
+
+
+def pubsub_channel(prefix: str, worker: str) -> str:
+    """RQ's command channel of one worker."""
+    return f"{prefix}:pubsub:{worker}"
+
+
 def rq_time(moment: float) -> str:
     """RQ's timestamp format (``utcformat``)."""
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -78,7 +98,9 @@ end
 
 # ARGV: prefix, queue, max, worker, now, lease, exec id base, id taken from the intermediate list
 # (or ''), now as RQ text, events key, events max length.
-# Returns one array per claimed job: id, execution id, then the job fields of CLAIM_FIELDS.
+# Returns {state, row, row, ...}: state is 'ok', or 'paused' / 'closed' (nothing claimed; an id from
+# the intermediate list goes back to the queue's head); a row is the id, the execution id, then
+# the job fields of CLAIM_FIELDS.
 CLAIM_FIELDS = ("data", "timeout", "retries_left", "retry_intervals", "result_ttl", "failure_ttl",
                 "created_at")
 CLAIM = """
@@ -88,7 +110,16 @@ local EVENTS, EVENTS_MAX = ARGV[10], ARGV[11]
 """ + _EVENT + """
 local qkey = p .. ':queue:' .. q
 local wip = p .. ':wip:' .. q
-local out, n = {}, 0
+local ctl = redis.call('HMGET', p .. ':siderctl:queue:' .. q, 'paused', 'intake')
+local state = 'ok'
+if ctl[2] == 'closed' then state = 'closed' elseif ctl[1] == '1' then state = 'paused' end
+if state ~= 'ok' then
+  if first ~= '' and redis.call('LREM', qkey .. ':intermediate', 1, first) == 1 then
+    redis.call('LPUSH', qkey, first)
+  end
+  return {state}
+end
+local out, n = {'ok'}, 0
 local function claim(id)
   local jk = p .. ':job:' .. id
   if redis.call('EXISTS', jk) == 0 then return end
@@ -182,6 +213,7 @@ if mode == 'finished' then
 elseif mode == 'failed' then
   redis.call('HSET', jk, 'status', 'failed', 'ended_at', stamp, 'exc_info', excinfo)
   redis.call('ZADD', p .. ':failed:' .. q, score(ttl), id)
+  redis.call('ZADD', p .. ':siderctl:failures:' .. q, now, id)
   keep_for(jk, ttl)
   keep_for(rk, ttl)
 elseif mode == 'retry' then
@@ -313,19 +345,14 @@ def parse_claim(queue: str, row: Sequence[Any]) -> ClaimedJob:
     kwargs: dict[str, Any] = {}
     error = None
     try:
-        raw = data or b""
-        with contextlib.suppress(zlib.error):  # RQ stored older jobs uncompressed
-            raw = zlib.decompress(raw)
-        func_name, _instance, args, kwargs = json.loads(raw)
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise ValueError("args/kwargs have the wrong type")
-    except (ValueError, TypeError) as exc:
+        func_name, args, kwargs = decode_data(data)
+    except ValueError as exc:
         error = f"job data is not RQ JSONSerializer data ({exc})"
     return ClaimedJob(
         id=text(job_id),
         execution_id=text(execution_id),
         queue=queue,
-        func_name=func_name if isinstance(func_name, str) else None,
+        func_name=func_name,
         args=args,
         kwargs=kwargs,
         timeout=_number(timeout),
@@ -335,6 +362,20 @@ def parse_claim(queue: str, row: Sequence[Any]) -> ClaimedJob:
         failure_ttl=_number(failure_ttl),
         decode_error=error,
     )
+
+
+def decode_data(data: bytes | None) -> tuple[str | None, list[Any], dict[str, Any]]:
+    """(function name, args, kwargs) of RQ's job ``data`` field; ValueError unless it is JSON data."""
+    raw = data or b""
+    with contextlib.suppress(zlib.error):  # RQ stored older jobs uncompressed
+        raw = zlib.decompress(raw)
+    try:
+        func_name, _instance, args, kwargs = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise ValueError("args/kwargs have the wrong type")
+    return (func_name if isinstance(func_name, str) else None), args, kwargs
 
 
 def text(value: Any) -> str:

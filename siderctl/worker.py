@@ -13,6 +13,7 @@ shutdown timeout, then requeue what is left); a second ``stop()`` is cold (reque
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -43,6 +44,7 @@ LEASE_HEARTBEATS = 3  # a job is abandoned after this many missed heartbeats
 BLOCK = 0.5  # longest wait for a job in one call; bounds how long an idle worker takes to stop
 TIMEOUT_GRACE = 2.0  # after a timeout is raised in a job, how long it gets to unwind
 TICK = 0.05
+PAUSED_POLL = 0.5  # how often a paused queue is looked at again
 MAX_BACKOFF = 5.0
 SETTLE_BATCH = 256
 
@@ -161,6 +163,7 @@ class Lane:
         self.func_name = handler_func_name(policy.handler)
         self.concurrency = concurrency
         self.busy = 0  # claimed and not yet settled
+        self.state = "ok"  # or "paused" / "closed", as the operator set the queue
         self.drained = False  # burst: the queue was empty with nothing in flight
         self.surplus = 0  # executor threads to retire (replaced while stuck in a timed-out job)
         self.cond = threading.Condition()
@@ -204,7 +207,7 @@ class Lane:
                 continue
             try:
                 claimed = self.claim(wanted, "")
-                if not claimed:
+                if not claimed and self.state == "ok":
                     claimed = self.wait_and_claim(wanted)
                 w.health.ok()
                 backoff.reset()
@@ -214,14 +217,20 @@ class Lane:
                 continue
             for job in claimed:
                 self.inbox.put(job)
+            if self.state == "closed":
+                w.lane_closed()
+                return
+            if self.state == "paused":
+                w.stopping.wait(PAUSED_POLL)
 
     def claim(self, count: int, first: str) -> list[store.ClaimedJob]:
         w = self.worker
         now = time.time()
-        rows = w.scripts.claim(args=[
+        reply = w.scripts.claim(args=[
             w.prefix, self.queue, count, w.name, repr(now), repr(w.lease), f"{secrets.token_hex(6)}-",
             first, store.rq_time(now), store.events_key(w.prefix), w.events_max])
-        jobs = [store.parse_claim(self.queue, row) for row in rows]
+        self._set_state(store.text(reply[0]))
+        jobs = [store.parse_claim(self.queue, row) for row in reply[1:]]
         with self.cond:
             self.busy += len(jobs)
             if jobs:
@@ -230,6 +239,15 @@ class Lane:
                 self.drained = True
         w.claimed(len(jobs))
         return jobs
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        message = {"paused": "paused: taking no jobs from it until `siderctl queue resume`",
+                   "closed": "closed: this worker stops taking its jobs",
+                   "ok": "open again: taking jobs"}[state]
+        log.warning("queue %s %s", self.queue, message)
+        self.state = state
 
     def wait_and_claim(self, wanted: int) -> list[store.ClaimedJob]:
         w = self.worker
@@ -341,6 +359,30 @@ class Worker:
                     len(self.running), format_duration(self.shutdown_timeout))
         self.stopping.set()
 
+    def lane_closed(self) -> None:
+        """A lane's queue was closed; with every lane closed the worker stops (warm)."""
+        if all(lane.state == "closed" for lane in self.lanes) and not self.stopping.is_set():
+            log.warning("every queue of worker %s is closed: stopping after the jobs in flight", self.name)
+            self.stop()
+
+    def command(self, raw: bytes | str) -> None:
+        """A message from RQ's command channel: ``shutdown`` (warm, cold if repeated), ``kill-horse`` (cold)."""
+        import json
+
+        try:
+            command = json.loads(raw).get("command")
+        except (ValueError, AttributeError):
+            log.warning("ignored an unreadable command: %r", raw)
+            return
+        log.warning("received command %r", command)
+        if command == "shutdown":
+            self.stop()
+        elif command == "kill-horse":
+            self.stop()
+            self.stop()
+        else:
+            log.warning("command %r is not supported by siderctl workers", command)
+
     def run(self) -> Report:
         """Connect, register, work until told to stop, then shut down without losing a job."""
         from redis.exceptions import ConnectionError, TimeoutError
@@ -355,6 +397,7 @@ class Worker:
                  ", ".join(f"{lane.queue} (concurrency {lane.concurrency})" for lane in self.lanes))
         maintenance = threading.Thread(target=self._maintain_loop, name="maintain", daemon=True)
         threading.Thread(target=self._settle_loop, name="settle", daemon=True).start()
+        threading.Thread(target=self._listen_loop, name="commands", daemon=True).start()
         maintenance.start()
         for lane in self.lanes:
             lane.start()
@@ -587,6 +630,28 @@ class Worker:
             self.report.unsettled.append(f"{pending} outcome(s)")
         self._outcomes.put(None)
 
+    # -- commands ------------------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        """Follow RQ's command channel with short polls, so stopping never waits on a blocked thread."""
+        channel = store.pubsub_channel(self.prefix, self.name)
+        backoff = Backoff()
+        while not self.closed.is_set():
+            pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(channel)
+                while not self.closed.is_set():
+                    message = pubsub.get_message(timeout=PAUSED_POLL)
+                    if message is not None and message.get("type") == "message":
+                        self.command(message["data"])
+                    backoff.reset()
+            except self.redis_errors as exc:
+                self.health.down(exc)
+                backoff.fail(self.closed)
+            finally:
+                with contextlib.suppress(*self.redis_errors):
+                    pubsub.close()
+
     # -- maintenance ---------------------------------------------------------------------
 
     def _maintain_loop(self) -> None:
@@ -692,7 +757,7 @@ class Worker:
                 "last_heartbeat": now, "queues": ",".join(queues), "pid": os.getpid(),
                 "hostname": socket.gethostname(), "ip_address": "", "version": VERSION,
                 "python_version": _python_version(), "state": "busy" if self.running else "idle",
-                "serializer": "rq.serializers.JSONSerializer",
+                "serializer": "rq.serializers.JSONSerializer", "heartbeat_interval": self.heartbeat_every,
             })
             pipe.hsetnx(key, "birth", now)
             pipe.expire(key, int(self.lease + 60))

@@ -7,13 +7,16 @@ import typer
 
 from siderctl import __version__
 from siderctl.cli import (
+    audit_cmd,
     common,
     completion_cmd,
     config_cmd,
     dev_redis_cmd,
     enqueue_cmd,
     events_cmd,
+    failed_cmd,
     metrics_cmd,
+    queue_cmd,
     scheduler_cmd,
     status_cmd,
     up_cmd,
@@ -65,6 +68,9 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(dev_redis_cmd.app, name="dev-redis")
 app.add_typer(scheduler_cmd.app, name="scheduler")
 app.add_typer(worker_cmd.app, name="worker")
+app.add_typer(queue_cmd.app, name="queue")
+app.add_typer(failed_cmd.app, name="failed")
+app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(metrics_cmd.app, name="metrics")
 enqueue_cmd.register(app)
 status_cmd.register(app)

@@ -17,7 +17,7 @@ import typer
 
 from siderctl import render
 from siderctl.config import Config, Overrides, load_config
-from siderctl.errors import RedisUnavailable, SiderctlError
+from siderctl.errors import InputError, NeedsConfirmation, RedisUnavailable, SiderctlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 INTERNAL_ERROR = 1
@@ -92,3 +92,32 @@ def store_overrides(
 ) -> None:
     """Keep the global flags for the command that follows."""
     ctx.obj = Overrides(config_path=config_path, redis_url=redis_url, prefix=prefix)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on when ``--yes`` was given or the user says yes on a terminal; refuse otherwise."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise NeedsConfirmation(f"{question} — refusing without --yes (no terminal to confirm on); nothing changed")
+    if not typer.confirm(f"{question} Continue?", default=False, err=True):
+        raise SiderctlError("not confirmed; nothing changed")
+
+
+def duration_option(value: str | None, flag: str) -> float | None:
+    """A duration flag in seconds (None when not given); InputError naming the flag."""
+    from siderctl.timeparse import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InputError(f"{flag}: {exc}") from None
+
+
+def complete_queue(incomplete: str) -> list[str]:
+    """Queue names starting with ``incomplete``."""
+    from siderctl.queues import QUEUES
+
+    return [name for name in QUEUES if name.startswith(incomplete)]

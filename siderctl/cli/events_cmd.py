@@ -7,7 +7,6 @@ import typer
 
 from siderctl import events, render
 from siderctl.cli import common
-from siderctl.cli.worker_cmd import complete_queue
 from siderctl.queues import get_queue
 
 
@@ -20,7 +19,7 @@ def show_events(
     ctx: typer.Context,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
     queue: Annotated[
-        str | None, typer.Option("--queue", "-q", help="Only this queue.", autocompletion=complete_queue,
+        str | None, typer.Option("--queue", "-q", help="Only this queue.", autocompletion=common.complete_queue,
                                  show_default=False)
     ] = None,
     job: Annotated[str | None, typer.Option("--job", help="Only this job id.", show_default=False)] = None,

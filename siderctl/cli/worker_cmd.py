@@ -1,31 +1,15 @@
-"""``siderctl worker start``."""
+"""``siderctl worker start|ls|stop``."""
 
 from typing import Annotated
 
 import typer
 
-from siderctl import runtime
+from siderctl import control, inspect, render, runtime
 from siderctl.cli import common
-from siderctl.errors import InputError
 from siderctl.queues import QUEUES, get_queue
-from siderctl.timeparse import parse_duration
 from siderctl.worker import WorkerOptions
 
-app = typer.Typer(help="Run workers.", no_args_is_help=True)
-
-
-def complete_queue(incomplete: str) -> list[str]:
-    """Queue names starting with ``incomplete``."""
-    return [name for name in QUEUES if name.startswith(incomplete)]
-
-
-def _duration(value: str | None, flag: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise InputError(f"{flag}: {exc}") from None
+app = typer.Typer(help="Run, list and stop workers.", no_args_is_help=True)
 
 
 @app.command("start")
@@ -34,7 +18,7 @@ def start(
     ctx: typer.Context,
     queues: Annotated[
         list[str] | None,
-        typer.Argument(help="Queues to work (default: all).", autocompletion=complete_queue, show_default=False),
+        typer.Argument(help="Queues to work (default: all).", autocompletion=common.complete_queue, show_default=False),
     ] = None,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, show_default=False,
@@ -61,5 +45,38 @@ def start(
     common.setup_logging(verbose=True)
     names = tuple(dict.fromkeys(get_queue(q).name for q in queues)) if queues else tuple(QUEUES)
     options = WorkerOptions(queues=names, concurrency=concurrency, burst=burst, max_jobs=max_jobs, name=name,
-                            shutdown_timeout=_duration(shutdown_timeout, "--shutdown-timeout"))
+                            shutdown_timeout=common.duration_option(shutdown_timeout, "--shutdown-timeout"))
     runtime.run_workers(common.config(ctx), options, processes)
+
+
+@app.command("ls")
+@common.boundary
+def ls(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
+) -> None:
+    """List registered workers: host, pid, queues, state, current jobs, jobs done/failed, last heartbeat."""
+    found = inspect.workers(common.config(ctx))
+    if json_out:
+        render.emit_json([w.as_dict() for w in found])
+    else:
+        render.workers(found)
+
+
+@app.command("stop")
+@common.boundary
+def stop(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Worker names (see `worker ls`).",
+                                                      show_default=False)] = None,
+    all_workers: Annotated[bool, typer.Option("--all", help="Every registered worker.")] = False,
+    now: Annotated[bool, typer.Option("--now", help="Cold: requeue in-flight jobs at once.")] = False,
+) -> None:
+    """Ask workers to stop through RQ's command channel: warm (finish in-flight jobs), or cold with --now."""
+    from siderctl.errors import UsageError
+
+    if bool(names) == all_workers:
+        raise UsageError("name the workers to stop, or use --all (not both)")
+    reached = control.stop_workers(common.config(ctx), names or [], all_workers=all_workers, now=now)
+    render.note(f"asked {len(reached)} worker(s) to stop {'now' if now else 'after their current jobs'}: "
+                + ", ".join(reached))

@@ -12,11 +12,6 @@ from siderctl import housekeeping, store
 from siderctl.handlers import JobContext, PermanentError
 
 
-def audit_key(prefix: str) -> str:
-    """The audit stream written by destructive commands."""
-    return f"{prefix}:siderctl:audit"
-
-
 def handle(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Run the payload's ``target`` routine; the result says what was removed."""
     target = payload["target"]
@@ -29,7 +24,7 @@ def handle(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         removed = housekeeping.trim_stream(ctx.redis, store.events_key(prefix), values["events.retention"], now)
         return {"target": target, "events_removed": removed}
     if target == "audit":
-        removed = housekeeping.trim_stream(ctx.redis, audit_key(prefix), values["audit.retention"], now)
+        removed = housekeeping.trim_stream(ctx.redis, store.audit_key(prefix), values["audit.retention"], now)
         return {"target": target, "audit_removed": removed}
     directory = values["cleanup.tmp_dir"]
     if not directory:
