@@ -88,7 +88,8 @@ def clean_jobs(connection: Redis, config: Config, now: float) -> dict[str, Any]:
     prefix = config.redis.prefix
     scripts = store.Scripts(connection)
     report: dict[str, Any] = {"expired_entries": 0, "abandoned_retried": 0, "abandoned_failed": 0,
-                              "finished_over_limit": 0, "returned_to_queue": 0, "orphaned_hashes": 0}
+                              "finished_over_limit": 0, "returned_to_queue": 0, "orphaned_hashes": 0,
+                              "failures_indexed": 0}
     for queue in QUEUES:
         policy = config.queues[queue]
         for kind in ("finished", "failed"):
@@ -101,6 +102,7 @@ def clean_jobs(connection: Redis, config: Config, now: float) -> dict[str, Any]:
         report["abandoned_failed"] += len(recovered.failed)
         report["finished_over_limit"] += _trim_finished(connection, prefix, queue, policy.keep_results)
         _trim_failure_index(connection, prefix, queue)
+        report["failures_indexed"] += _backfill_failure_index(connection, prefix, queue)
         seen_key = f"{prefix}:siderctl:cleanup:intermediate:{queue}"
         seen = {store.text(raw) for raw in connection.smembers(seen_key)}
         returned, now_seen = return_stuck(connection, scripts, prefix, queue, seen)
@@ -137,6 +139,39 @@ def _trim_failure_index(connection: Redis, prefix: str, queue: str) -> None:
         gone = [job_id for job_id, score in zip(oldest, pipe.execute(), strict=True) if score is None]
     if gone:
         connection.zrem(index, *gone)
+
+
+def _backfill_failure_index(connection: Redis, prefix: str, queue: str) -> int:
+    """Index failures recorded by someone else (RQ's own workers) under the time they ended."""
+    failed, index = store.registry_key(prefix, "failed", queue), store.failures_key(prefix, queue)
+    if connection.zcard(failed) <= connection.zcard(index):
+        return 0
+    added = 0
+    for start in range(0, connection.zcard(failed), 1000):
+        ids = [store.text(m) for m in connection.zrange(failed, start, start + 999)]
+        if not ids:
+            break
+        scores = connection.zmscore(index, ids)
+        missing = [job_id for job_id, score in zip(ids, scores, strict=True) if score is None]
+        if not missing:
+            continue
+        with connection.pipeline(transaction=False) as pipe:
+            for job_id in missing:
+                pipe.hget(store.job_key(prefix, job_id), "ended_at")
+            ended = pipe.execute()
+        stamps = {job_id: _ended(raw) for job_id, raw in zip(missing, ended, strict=True)}
+        connection.zadd(index, stamps)
+        added += len(stamps)
+    return added
+
+
+def _ended(raw: bytes | None) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(store.text(raw).replace("Z", "+00:00")).timestamp() if raw else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _delete_jobs(connection: Redis, prefix: str, job_ids: Iterable[str]) -> None:

@@ -251,9 +251,16 @@ def test_cleanup_jobs_repairs_and_trims(redis: Redis, env_url: str) -> None:
     redis.hset("siderhub:job:young", mapping={"status": "finished", "origin": "cleanup",
                                               "created_at": "2999-01-01T00:00:00.000000Z"})
 
+    # a failure recorded by one of RQ's own workers: not in siderctl's failure index yet
+    redis.hset("siderhub:job:by-rq", mapping={"status": "failed", "origin": "cleanup",
+                                              "ended_at": "2026-12-01T10:00:00.000000Z"})
+    redis.zadd("siderhub:failed:cleanup", {"by-rq": now + 1000})
+
     result = cleanup.handle({"target": "jobs"}, context(config, redis, "cleanup"))
     assert result == {"target": "jobs", "expired_entries": 1, "abandoned_retried": 0, "abandoned_failed": 1,
-                      "finished_over_limit": 2, "returned_to_queue": 0, "orphaned_hashes": 1}
+                      "finished_over_limit": 2, "returned_to_queue": 0, "orphaned_hashes": 1,
+                      "failures_indexed": 1}
+    assert redis.zscore("siderhub:siderctl:failures:cleanup", "by-rq") == 1796119200.0
     assert redis.zrange("siderhub:finished:metrics-sync", 0, -1) == [b"f2", b"f3"]
     assert not redis.exists("siderhub:job:f0", "siderhub:job:orphan")
     assert redis.exists("siderhub:job:young")
