@@ -561,6 +561,15 @@ def mask_url(url: str) -> str:
     return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", masked)
 
 
+_URL_SECRET = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]+@", re.I)
+_PARAM_SECRET = re.compile(r"(?i)\b(password|token|secret)=[^&\s]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with passwords in URLs and ``password=``/``token=`` values replaced by ``***``."""
+    return _PARAM_SECRET.sub(r"\1=***", _URL_SECRET.sub(r"\1:***@", text))
+
+
 def default_document() -> dict[str, Any]:
     """The complete default configuration as a TOML-ready document."""
     doc: dict[str, Any] = {section: {} for section in SECTIONS if section not in ("queues", "schedules")}

@@ -95,3 +95,9 @@ class DeadlinePassed(SiderctlError):
 
 class NeedsConfirmation(UsageError):
     """A destructive command without --yes where no terminal can confirm it."""
+
+
+class Unhealthy(SiderctlError):
+    """``siderctl health`` found at least one problem (each printed on its own line)."""
+
+    exit_code = 13

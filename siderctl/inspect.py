@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -145,22 +146,27 @@ class SchedulerView:
 
 def schedules(config: Config) -> SchedulerView:
     """Schedules with their next and last fire times and the current leader, in one round trip."""
+    from .connection import connect
+
+    with connect(config) as connection:
+        return _scheduler_view(connection, config)
+
+
+def _scheduler_view(connection: Redis, config: Config) -> SchedulerView:
     import time
 
-    from .connection import connect
     from .scheduler import leader_key, next_slot, state_key
     from .timeparse import format_instant
 
     def instant(epoch: float | None) -> str | None:
         return None if epoch is None else format_instant(datetime.fromtimestamp(epoch, UTC))
 
-    with connect(config) as connection:
-        pipe = connection.pipeline(transaction=False)
-        pipe.get(leader_key(config.redis.prefix))
-        pipe.pttl(leader_key(config.redis.prefix))
-        for name in config.schedules:
-            pipe.hgetall(state_key(config.redis.prefix, name))
-        leader, ttl, *states = pipe.execute()
+    pipe = connection.pipeline(transaction=False)
+    pipe.get(leader_key(config.redis.prefix))
+    pipe.pttl(leader_key(config.redis.prefix))
+    for name in config.schedules:
+        pipe.hgetall(state_key(config.redis.prefix, name))
+    leader, ttl, *states = pipe.execute()
     now = time.time()
     rows = []
     for schedule, state in zip(config.schedules.values(), states, strict=True):
@@ -230,16 +236,21 @@ class QueueView:
 
 def queues(config: Config) -> list[QueueView]:
     """Every queue with its counts, workers and state (paused, draining, closed), read-only."""
-    from . import store
     from .connection import connect
-    from .control import parse_state
 
     with connect(config) as connection:
-        statuses = _queue_statuses(connection)
-        with connection.pipeline(transaction=False) as pipe:
-            for name in QUEUES:
-                pipe.hgetall(store.control_key(config.redis.prefix, name))
-            states = pipe.execute()
+        return _queue_views(connection, config.redis.prefix)
+
+
+def _queue_views(connection: Redis, prefix: str) -> list[QueueView]:
+    from . import store
+    from .control import parse_state
+
+    statuses = _queue_statuses(connection)
+    with connection.pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            pipe.hgetall(store.control_key(prefix, name))
+        states = pipe.execute()
     return [QueueView(status, parse_state(fields)) for status, fields in zip(statuses, states, strict=True)]
 
 
@@ -269,24 +280,28 @@ RQ_WORKER_TTL = 420.0  # RQ's default: a worker silent this long is dead
 
 def workers(config: Config) -> list[WorkerView]:
     """Every registered worker, in two round trips; workers silent too long show as ``dead``."""
-    from . import store
     from .connection import connect
 
-    prefix = config.redis.prefix
     with connect(config) as connection:
-        keys = sorted(store.text(k) for k in connection.smembers(f"{prefix}:workers"))
-        with connection.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(key)
-                pipe.smembers(f"{key}:executions")
-            replies = pipe.execute()
-        hashes = [{store.text(k): store.text(v) for k, v in h.items()} for h in replies[::2]]
-        executions = [sorted(store.text(m) for m in e) for e in replies[1::2]]
-        with connection.pipeline(transaction=False) as pipe:
-            for members in executions:
-                for member in members:
-                    pipe.hget(f"{prefix}:execution:{member}", "created_at")
-            starts = iter(pipe.execute())
+        return _workers(connection, config.redis.prefix)
+
+
+def _workers(connection: Redis, prefix: str) -> list[WorkerView]:
+    from . import store
+
+    keys = sorted(store.text(k) for k in connection.smembers(f"{prefix}:workers"))
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+            pipe.smembers(f"{key}:executions")
+        replies = pipe.execute()
+    hashes = [{store.text(k): store.text(v) for k, v in h.items()} for h in replies[::2]]
+    executions = [sorted(store.text(m) for m in e) for e in replies[1::2]]
+    with connection.pipeline(transaction=False) as pipe:
+        for members in executions:
+            for member in members:
+                pipe.hget(f"{prefix}:execution:{member}", "created_at")
+        starts = iter(pipe.execute())
     now = datetime.now(UTC).timestamp()
     found = []
     for key, fields, members in zip(keys, hashes, executions, strict=True):
@@ -379,3 +394,76 @@ def audit(config: Config, limit: int = 50, queue: str | None = None) -> list[Aud
                 break
             upper = "(" + store.text(page[-1][0])
     return found
+
+
+def recent_outcomes(connection: Redis, prefix: str, window: float, now: float) -> dict[str, dict[str, int]]:
+    """Per queue, job outcomes (finished, failed, retry, requeue) in the last ``window`` seconds (by minute)."""
+    from . import store
+
+    minutes = range(int((now - window) // 60) + 1, int(now // 60) + 1)
+    with connection.pipeline(transaction=False) as pipe:
+        for queue in QUEUES:
+            for minute in minutes:
+                pipe.hgetall(store.stats_key(prefix, queue, minute))
+        replies = iter(pipe.execute())
+    result: dict[str, dict[str, int]] = {}
+    for queue in QUEUES:
+        totals = {"finished": 0, "failed": 0, "retry": 0, "requeue": 0}
+        for _ in minutes:
+            for key, value in next(replies).items():
+                name = store.text(key)
+                totals[name] = totals.get(name, 0) + int(value)
+        result[queue] = totals
+    return result
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Everything the live view, the health check and the exporter look at, read in a few round trips."""
+
+    taken_at: float
+    queues: list[QueueView]
+    workers: list[WorkerView]
+    scheduler: SchedulerView
+    recent: dict[str, dict[str, int]]
+    latest_failures: list[Any]  # failures.Failure
+
+    def live_workers(self, queue: str) -> list[WorkerView]:
+        """Workers serving ``queue`` that are not dead."""
+        return [w for w in self.workers if queue in w.queues and w.state != "dead"]
+
+
+RECENT_WINDOW = 300.0
+
+
+def overview(connection: Redis, config: Config, *, failures_shown: int = 0,
+             window: float = RECENT_WINDOW) -> Overview:
+    """A consistent-enough picture of the runtime: queues, workers, scheduler, recent outcomes."""
+    import time
+
+    from . import failures
+
+    prefix = config.redis.prefix
+    now = time.time()
+    latest = []
+    if failures_shown:
+        latest = failures.page(connection, prefix, failures.Selection(), failures_shown, None).failures
+    return Overview(now, _queue_views(connection, prefix), _workers(connection, prefix),
+                    _scheduler_view(connection, config), recent_outcomes(connection, prefix, window, now), latest)
+
+
+def watch(config: Config, interval: float, failures_shown: int = 5) -> Iterator[Overview | str]:
+    """``status --watch``: an Overview every ``interval`` seconds, or the reason Redis could not be read."""
+    import time
+
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    from .connection import connect
+
+    with connect(config) as connection:
+        while True:
+            try:
+                yield overview(connection, config, failures_shown=failures_shown)
+            except (ConnectionError, TimeoutError) as exc:
+                yield f"Redis unreachable: {exc}"
+            time.sleep(interval)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .timeparse import format_duration
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.table import Table
 
     from .config import Config
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .embedded import EmbeddedStatus
     from .events import Event
     from .failures import FailureDetail, Group, Page
-    from .inspect import AuditEntry, QueueView, SchedulerView, Snapshot, Status, WorkerView
+    from .health import HealthReport
+    from .inspect import AuditEntry, Overview, QueueView, SchedulerView, Snapshot, Status, WorkerView
     from .ops import EnqueuedJob
     from .runtime import Plan
 
@@ -49,6 +50,21 @@ def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[st
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _emit_table(console: Console, title: str | None, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A Rich table on a terminal; plain aligned columns (no box, no trailing blanks) in a pipe."""
+    if console.is_terminal:
+        console.print(_table(title, columns, rows))
+        return
+    lines = [list(columns), *(list(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    numeric = [column in _NUMERIC for column in columns]
+    out = [title] if title else []
+    for line in lines:
+        cells = [cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(line, widths, numeric, strict=True)]
+        out.append("  ".join(cells).rstrip())
+    sys.stdout.write("\n".join(out) + "\n")
 
 
 _SHORT = {"queued": "queued", "scheduled": "sched", "started": "started", "deferred": "defer",
@@ -82,7 +98,7 @@ def status(status: Status) -> None:
         rows.append([q.name, *counts, age, str(len(q.workers))])
     console = _console()
     console.print(f"prefix {status.prefix} · server {status.server}")
-    console.print(_table(None, ["queue", *_SHORT.values(), "oldest", "workers"], rows))
+    _emit_table(console, None, ["queue", *_SHORT.values(), "oldest", "workers"], rows)
 
 
 def enqueued(jobs: Sequence[EnqueuedJob]) -> None:
@@ -105,7 +121,7 @@ def config_table(config: Config) -> None:
     """Every effective setting with its source, secrets masked."""
     rows = [(key, _plain(value), source) for key, value, source in config_rows(config)]
     title = f"config file: {config.file}" if config.file else "config file: none (defaults)"
-    _console().print(_table(title, ["key", "value", "source"], rows))
+    _emit_table(_console(), title, ["key", "value", "source"], rows)
 
 
 def _plain(value: Any) -> str:
@@ -138,7 +154,7 @@ def schedules(view: SchedulerView) -> None:
         console.print(f"leader {view.leader} (lease {format_duration(view.lease_expires_in or 0)} left)")
     else:
         console.print("leader: none (no scheduler is running)")
-    console.print(_table(None, ["schedule", "queue", "when", "payload", "next", "last fired", "late", "job"], rows))
+    _emit_table(console, None, ["schedule", "queue", "when", "payload", "next", "last fired", "late", "job"], rows)
 
 
 def _event_details(event: Event) -> str:
@@ -162,7 +178,7 @@ def events(found: Iterable[Event]) -> None:
     if not rows:
         note("no events")
         return
-    _console().print(_table(None, ["at", "event", "queue", "job", "details"], rows))
+    _emit_table(_console(), None, ["at", "event", "queue", "job", "details"], rows)
 
 
 def event_line(event: Event) -> None:
@@ -187,7 +203,7 @@ def snapshots(found: Sequence[Snapshot], detail: bool) -> None:
             sys.stdout.write(json.dumps(snap.data, indent=2, sort_keys=True) + "\n")
         return
     rows = [[s.scope, s.fetched_at, f"{s.took:.3f}s", _size(s.data), s.job] for s in found]
-    _console().print(_table(None, ["scope", "fetched at", "took", "keys", "job"], rows))
+    _emit_table(_console(), None, ["scope", "fetched at", "took", "keys", "job"], rows)
 
 
 def _size(data: Any) -> str:
@@ -226,8 +242,8 @@ def workers(found: Sequence[WorkerView]) -> None:
             if w.current_jobs else "-"
         rows.append([w.name, w.host, str(w.pid or "-"), ",".join(w.queues), w.state, current, w.busy_since or "-",
                      str(w.finished), str(w.failed), _age(w.heartbeat_age)])
-    _console().print(_table(None, ["worker", "host", "pid", "queues", "state", "current job", "since", "done",
-                                   "failed", "heartbeat"], rows))
+    _emit_table(_console(), None, ["worker", "host", "pid", "queues", "state", "current job", "since", "done",
+                                   "failed", "heartbeat"], rows)
 
 
 def queue_table(found: Sequence[QueueView]) -> None:
@@ -238,8 +254,8 @@ def queue_table(found: Sequence[QueueView]) -> None:
         changed = f"{state.changed_at} by {state.changed_by}" if state.changed_at else "-"
         rows.append([q.name, state.label, str(q.queued), str(q.scheduled), str(q.started), str(q.failed),
                      str(len(q.workers)), changed])
-    _console().print(_table(None, ["queue", "state", "queued", "sched", "started", "failed", "workers",
-                                   "changed"], rows))
+    _emit_table(_console(), None, ["queue", "state", "queued", "sched", "started", "failed", "workers",
+                                   "changed"], rows)
 
 
 def queue_state(queue: str, state: QueueState) -> None:
@@ -328,7 +344,7 @@ def failure_page(page: Page) -> None:
         return
     rows = [[f.id, f.queue, _instant(f.failed_at), str(f.attempts), f.error_type, _clip(f.error_message, 60),
              _payload_summary(f.payload)] for f in page.failures]
-    _console().print(_table(None, ["id", "queue", "failed at", "att", "error", "message", "payload"], rows))
+    _emit_table(_console(), None, ["id", "queue", "failed at", "att", "error", "message", "payload"], rows)
     if page.next_cursor:
         note(f"more: --cursor {page.next_cursor}")
 
@@ -349,7 +365,7 @@ def failure_detail(found: FailureDetail) -> None:
     if found.attempts:
         rows = [[str(a.number), a.outcome, a.started_at or "-", a.ended_at or "-", a.worker or "-",
                  _clip(a.error or "", 70)] for a in found.attempts]
-        console.print(_table("attempts", ["#", "outcome", "started", "ended", "worker", "error"], rows))
+        _emit_table(console, "attempts", ["#", "outcome", "started", "ended", "worker", "error"], rows)
     console.print("traceback:", markup=False)
     if console.is_terminal and found.traceback:
         from rich.syntax import Syntax
@@ -368,8 +384,8 @@ def failure_groups(found: Sequence[Group]) -> None:
         return
     rows = [[str(g.count), g.error_type, _clip(g.message, 50), g.top_frame, _instant(g.first_seen),
              _instant(g.last_seen), g.example, ",".join(sorted(g.queues))] for g in found]
-    _console().print(_table(None, ["count", "error", "message", "top frame", "first seen", "last seen",
-                                   "example", "queues"], rows))
+    _emit_table(_console(), None, ["count", "error", "message", "top frame", "first seen", "last seen",
+                                   "example", "queues"], rows)
 
 
 def audit(found: Sequence[AuditEntry]) -> None:
@@ -379,4 +395,65 @@ def audit(found: Sequence[AuditEntry]) -> None:
         return
     rows = [[a.at, a.who, a.action, a.queue or "-", str(a.count),
              _clip(json.dumps(a.detail, sort_keys=True, separators=(",", ":")), 60)] for a in found]
-    _console().print(_table(None, ["at", "who", "action", "queue", "jobs", "detail"], rows))
+    _emit_table(_console(), None, ["at", "who", "action", "queue", "jobs", "detail"], rows)
+
+
+def health(report: HealthReport) -> None:
+    """``healthy``, or one reason per line (stdout: this is the command's answer)."""
+    sys.stdout.write("healthy\n" if report.healthy else "".join(f"{reason}\n" for reason in report.reasons))
+
+
+def live(views: Iterable[Overview | str]) -> None:
+    """``status --watch``: redraw each overview in the terminal's alternate screen until interrupted."""
+    from rich.live import Live
+
+    console = _console()
+    with Live(console=console, screen=True, auto_refresh=False, redirect_stderr=False) as screen:
+        for view in views:
+            screen.update(_overview(view, console.width), refresh=True)
+
+
+def _small_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, expand=False,
+                  title_style="bold")
+    for column in columns:
+        table.add_column(column, justify="right" if column in _NUMERIC else "left", no_wrap=True,
+                         overflow="ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _overview(view: Overview | str, width: int) -> RenderableType:
+    from datetime import UTC, datetime
+
+    from rich.console import Group
+    from rich.text import Text
+
+    if isinstance(view, str):
+        return Text(f"siderctl status --watch · {view} · retrying (Ctrl-C to quit)", style="bold red")
+    clock = datetime.fromtimestamp(view.taken_at, UTC).strftime("%H:%M:%SZ")
+    leader = view.scheduler.leader or "none"
+    head = Text(f"siderctl · {clock} · scheduler leader {_clip(leader, 30)} · Ctrl-C to quit", style="bold")
+    queues = _small_table("queues", ["queue", "state", "queued", "sched", "run", "failed", "wkrs", "oldest",
+                                     "5m ok/fail"], [
+        [q.status.name, q.state.label, str(q.status.queued), str(q.status.scheduled), str(q.status.started),
+         str(q.status.failed), str(len(view.live_workers(q.status.name))), _age(q.status.oldest_queued_age),
+         f"{view.recent[q.status.name]['finished']}/"
+         f"{view.recent[q.status.name]['failed'] + view.recent[q.status.name]['retry']}"]
+        for q in view.queues])
+    live_workers = [w for w in view.workers if w.state != "dead"]
+    workers = _small_table(f"workers ({len(live_workers)} live)", ["worker", "queues", "state", "job", "beat"], [
+        [_clip(w.name, 26), _clip(",".join(w.queues), 24), w.state, _clip(w.current_jobs[0], 10)
+         if w.current_jobs else "-", _age(w.heartbeat_age)] for w in live_workers[:8]])
+    schedules = _small_table("schedules", ["schedule", "queue", "next", "late"], [
+        [_clip(i.schedule.name, 20), i.schedule.queue, (i.next_fire or "disabled")[11:19] or "-",
+         _age(i.lateness)] for i in view.scheduler.schedules])
+    failures = _small_table("latest failures", ["job", "queue", "ago", "error"], [
+        [f.id[:10], f.queue, _age(view.taken_at - f.failed_at), _clip(f"{f.error_type}: {f.error_message}",
+                                                                       max(20, width - 48))]
+        for f in view.latest_failures]) if view.latest_failures else Text("no failed jobs", style="dim")
+    return Group(head, queues, workers, schedules, failures)

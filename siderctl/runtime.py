@@ -48,9 +48,26 @@ def check_handlers(config: Config, queues: tuple[str, ...]) -> None:
         handlers.load(config.queues[queue].handler, f"queues.{queue}.handler")
 
 
-def serve_worker(config: Config, options: WorkerOptions, *, supervised: bool = False) -> Report:
-    """Run one worker here until it stops; signals map to warm then cold shutdown."""
-    worker = Worker(config, options)
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where to serve Prometheus metrics."""
+
+    port: int
+    bind: str = "127.0.0.1"
+
+
+def serve_worker(config: Config, options: WorkerOptions, *, supervised: bool = False,
+                 metrics: bool = False) -> Report:
+    """Run one worker here until it stops; signals map to warm then cold shutdown.
+
+    With ``metrics`` the worker counts and times its jobs (exported by the caller's endpoint).
+    """
+    observer = None
+    if metrics:
+        from .exporter import WorkerMetrics
+
+        observer = WorkerMetrics().observe
+    worker = Worker(config, options, observer)
     previous = {sig: signal.signal(sig, lambda *_: worker.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
     if supervised:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -61,20 +78,54 @@ def serve_worker(config: Config, options: WorkerOptions, *, supervised: bool = F
             signal.signal(sig, handler)
 
 
-def run_workers(config: Config, options: WorkerOptions, processes: int) -> None:
+def run_workers(config: Config, options: WorkerOptions, processes: int,
+                metrics: MetricsEndpoint | None = None) -> None:
     """``worker start``: one worker here, or ``processes`` supervised ones; UncleanShutdown if unclean."""
     if jobs_disabled(config, "the worker"):
         return
     check_handlers(config, options.queues)
     if processes == 1:
-        report = serve_worker(config, options)
+        server = _serve_metrics(metrics, None, multiprocess=False)
+        try:
+            report = serve_worker(config, options, metrics=metrics is not None)
+        finally:
+            if server is not None:
+                server.shutdown()
         if not report.clean:
             raise UncleanShutdown(_unclean(report))
         return
     _check_redis(config)
-    children = [ChildSpec(f"worker-{i}", _worker_child(config, _numbered(options, i))) for i in range(1, processes + 1)]
-    if not Supervisor(children).run():
+    children = [ChildSpec(f"worker-{i}", _worker_child(config, _numbered(options, i), metrics is not None))
+                for i in range(1, processes + 1)]
+    if not _supervise(children, metrics, None):
         raise UncleanShutdown("a worker process stopped uncleanly (see the log above)")
+
+
+def _serve_metrics(metrics: MetricsEndpoint | None, config: Config | None, *, multiprocess: bool) -> Any:
+    if metrics is None:
+        return None
+    from . import exporter
+
+    return exporter.serve(metrics.port, metrics.bind, config, multiprocess=multiprocess)
+
+
+def _supervise(children: list[ChildSpec], metrics: MetricsEndpoint | None, config: Config | None) -> bool:
+    """Run children under a Supervisor; with ``metrics``, serve what they count (and ``config``'s Redis view)."""
+    import shutil
+
+    directory = None
+    if metrics is not None:
+        from . import exporter
+
+        directory = exporter.use_multiprocess_dir()  # before any child starts counting
+    server = _serve_metrics(metrics, config, multiprocess=True)
+    try:
+        return Supervisor(children).run()
+    finally:
+        if server is not None:
+            server.shutdown()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -119,7 +170,7 @@ def _every(every: float | None, cron: str | None) -> str:
     return f"every {format_duration(every)}" if every is not None else f"cron {cron}"
 
 
-def up(config: Config, announce: Callable[[Plan], None]) -> None:
+def up(config: Config, announce: Callable[[Plan], None], metrics: MetricsEndpoint | None = None) -> None:
     """``siderctl up``: every queue's workers per config plus the scheduler, supervised."""
     if jobs_disabled(config, "the runtime"):
         return
@@ -128,11 +179,11 @@ def up(config: Config, announce: Callable[[Plan], None]) -> None:
     runtime = plan(config)
     announce(runtime)
     children = [
-        ChildSpec(f"{q.queue}-{i}", _worker_child(config, WorkerOptions(queues=(q.queue,))))
+        ChildSpec(f"{q.queue}-{i}", _worker_child(config, WorkerOptions(queues=(q.queue,)), metrics is not None))
         for q in runtime.queues for i in range(1, q.processes + 1)
     ]
     children.append(ChildSpec("scheduler", _scheduler_child(config)))
-    if not Supervisor(children).run():
+    if not _supervise(children, metrics, config):
         raise UncleanShutdown("the runtime stopped uncleanly (see the log above)")
 
 
@@ -155,9 +206,9 @@ def _unclean(report: Report) -> str:
     return "shutdown was not clean: " + "; ".join(parts)
 
 
-def _worker_child(config: Config, options: WorkerOptions) -> Callable[[], int]:
+def _worker_child(config: Config, options: WorkerOptions, metrics: bool) -> Callable[[], int]:
     def main() -> int:
-        report = serve_worker(config, options, supervised=True)
+        report = serve_worker(config, options, supervised=True, metrics=metrics)
         if not report.clean:
             log.error("worker %s: %s", report.name, _unclean(report))
             return EXIT_UNCLEAN

@@ -67,6 +67,11 @@ def failures_key(prefix: str, queue: str) -> str:
     return f"{prefix}:siderctl:failures:{queue}"
 
 
+def stats_key(prefix: str, queue: str, minute: int) -> str:
+    """Outcomes (finished, failed, retry, requeue) of a queue's jobs in one minute (epoch // 60)."""
+    return f"{prefix}:siderctl:stats:{queue}:{minute}"
+
+
 def control_key(prefix: str, queue: str) -> str:
     """A queue's operator state: ``paused`` (1/0) and ``intake`` (open, draining, closed)."""
     return f"{prefix}:siderctl:queue:{queue}"
@@ -234,6 +239,9 @@ else -- requeue: the job did not run to the end; it goes back to the front, no a
   redis.call('LPUSH', p .. ':queue:' .. q, id)
 end
 event(ename, id, q, owner, extra)
+local bucket = p .. ':siderctl:stats:' .. q .. ':' .. math.floor(now / 60)
+redis.call('HINCRBY', bucket, mode, 1)
+redis.call('EXPIRE', bucket, 7200)
 return 1
 """
 

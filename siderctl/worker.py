@@ -310,11 +310,13 @@ def _first_line(exc: BaseException) -> str:
 class Worker:
     """Runs jobs until stopped, burst-drained or out of ``max_jobs``; see the module docstring."""
 
-    def __init__(self, config: Config, options: WorkerOptions) -> None:
+    def __init__(self, config: Config, options: WorkerOptions,
+                 observer: Callable[[store.Settlement], None] | None = None) -> None:
         if not options.queues:
             raise UsageError("a worker needs at least one queue")
         self.config = config
         self.options = options
+        self.observer = observer  # told of every settled job (metrics)
         self.prefix = config.redis.prefix
         self.name = options.name or f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(2)}"
         self.heartbeat_every = float(config.values["worker.heartbeat"])
@@ -592,6 +594,8 @@ class Worker:
         lane = next(lane for lane in self.lanes if lane.queue == s.queue)
         if result == 1:
             self._log_outcome(s)
+            if self.observer is not None:
+                self.observer(s)
         elif result == 0:
             log.warning("job %s (%s): its execution was recovered elsewhere meanwhile; outcome %s not recorded",
                         s.job_id, s.queue, s.event)
@@ -646,6 +650,8 @@ class Worker:
                         self.command(message["data"])
                     backoff.reset()
             except self.redis_errors as exc:
+                if self.closed.is_set():
+                    return  # the connection was closed under us at exit
                 self.health.down(exc)
                 backoff.fail(self.closed)
             finally:

@@ -110,8 +110,8 @@ def exc_info(client: Redis, job_id: str) -> str:
 class InProcess:
     """A Worker running in a thread of the test process."""
 
-    def __init__(self, **options: Any) -> None:
-        self.worker = Worker(load_config(), WorkerOptions(queues=(QUEUE,), **options))
+    def __init__(self, queues: tuple[str, ...] = (QUEUE,), **options: Any) -> None:
+        self.worker = Worker(load_config(), WorkerOptions(queues=queues, **options))
         self.report: Report | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

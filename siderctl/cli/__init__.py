@@ -15,6 +15,7 @@ from siderctl.cli import (
     enqueue_cmd,
     events_cmd,
     failed_cmd,
+    health_cmd,
     metrics_cmd,
     queue_cmd,
     scheduler_cmd,
@@ -75,6 +76,7 @@ app.add_typer(metrics_cmd.app, name="metrics")
 enqueue_cmd.register(app)
 status_cmd.register(app)
 events_cmd.register(app)
+health_cmd.register(app)
 up_cmd.register(app)
 completion_cmd.register(app)
 

@@ -5,13 +5,15 @@ the only place in siderctl allowed a broad ``except``.
 """
 
 import functools
+import json
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -60,20 +62,64 @@ def _as_redis_error(exc: Exception) -> RedisUnavailable | None:
     return RedisUnavailable(f"lost the connection to Redis: {exc}")
 
 
+class LogFormat(StrEnum):
+    """How long-running commands write their logs."""
+
+    text = "text"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    """The least severe log level written."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+LogFormatOpt = Annotated[LogFormat, typer.Option("--log-format", help="Log lines as text or JSON (one object per "
+                                                 "line).", case_sensitive=False)]
+LogLevelOpt = Annotated[LogLevel, typer.Option("--log-level", help="Least severe level logged.",
+                                               case_sensitive=False)]
+
+
 class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is now (test runners swap it)."""
+    """Writes to whatever ``sys.stderr`` is now (test runners swap it), with secrets masked."""
+
+    def __init__(self, json_lines: bool = False) -> None:
+        super().__init__()
+        self.json_lines = json_lines
 
     def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"siderctl: {self.format(record)}\n")
+        from siderctl.config import redact
+
+        message = redact(record.getMessage())
+        if record.exc_info:
+            message += "\n" + redact(logging.Formatter().formatException(record.exc_info))
+        if self.json_lines:
+            from datetime import UTC, datetime
+
+            line = json.dumps({"ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+                               .replace("+00:00", "Z"), "level": record.levelname.lower(), "logger": record.name,
+                               "pid": record.process, "message": message})
+        else:
+            line = f"siderctl: {message}"
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, fmt: LogFormat = LogFormat.text, level: LogLevel | None = None) -> None:
     """Route ``jobs.*`` logs to stderr (warnings; info too for long-running commands)."""
     jobs = logging.getLogger("jobs")
-    if not any(isinstance(h, _StderrHandler) for h in jobs.handlers):
-        jobs.addHandler(_StderrHandler())
-        jobs.propagate = False
-    jobs.setLevel(logging.INFO if verbose else logging.WARNING)
+    for handler in [h for h in jobs.handlers if isinstance(h, _StderrHandler)]:
+        jobs.removeHandler(handler)
+    jobs.addHandler(_StderrHandler(json_lines=fmt is LogFormat.json))
+    jobs.propagate = False
+    if level is not None:
+        jobs.setLevel(getattr(logging, level.value.upper()))
+    else:
+        jobs.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def overrides(ctx: typer.Context) -> Overrides:
@@ -121,3 +167,17 @@ def complete_queue(incomplete: str) -> list[str]:
     from siderctl.queues import QUEUES
 
     return [name for name in QUEUES if name.startswith(incomplete)]
+
+
+MetricsPortOpt = Annotated[int | None, typer.Option("--metrics-port", min=1, max=65535, show_default=False,
+                                                    help="Serve Prometheus metrics on this port.")]
+MetricsBindOpt = Annotated[str, typer.Option("--metrics-bind", help="Address the metrics endpoint listens on.")]
+
+
+def metrics_endpoint(port: int | None, bind: str) -> Any:
+    """The runtime's MetricsEndpoint for ``--metrics-port``/``--metrics-bind`` (None without a port)."""
+    if port is None:
+        return None
+    from siderctl.runtime import MetricsEndpoint
+
+    return MetricsEndpoint(port, bind)

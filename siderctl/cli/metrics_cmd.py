@@ -1,4 +1,4 @@
-"""``siderctl metrics show``."""
+"""``siderctl metrics show|serve``."""
 
 from typing import Annotated
 
@@ -9,7 +9,7 @@ from siderctl.cli import common
 from siderctl.errors import NotFound
 from siderctl.queues import METRIC_SCOPES
 
-app = typer.Typer(help="Metrics snapshots stored by metrics-sync.", no_args_is_help=True)
+app = typer.Typer(help="Prometheus metrics, and the snapshots metrics-sync stores.", no_args_is_help=True)
 
 
 def _complete_scope(incomplete: str) -> list[str]:
@@ -38,3 +38,19 @@ def show(
         render.note("no snapshots yet: metrics-sync has not stored any")
     else:
         render.snapshots(found, detail=scope is not None)
+
+
+@app.command("serve")
+@common.boundary
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 9727,
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
+    log_format: common.LogFormatOpt = common.LogFormat.text,
+    log_level: common.LogLevelOpt = common.LogLevel.info,
+) -> None:
+    """Serve Prometheus metrics (queue depths, workers, scheduler, failures) until SIGINT/SIGTERM."""
+    from siderctl import exporter
+
+    common.setup_logging(True, log_format, log_level)
+    exporter.serve_forever(common.config(ctx), port, bind)

@@ -23,9 +23,10 @@ def _complete_schedule(incomplete: str) -> list[str]:
 
 @app.command("run")
 @common.boundary
-def run(ctx: typer.Context) -> None:
+def run(ctx: typer.Context, log_format: common.LogFormatOpt = common.LogFormat.text,
+        log_level: common.LogLevelOpt = common.LogLevel.info) -> None:
     """Run the scheduler loop until SIGINT/SIGTERM (several may run: one leads, each slot fires once)."""
-    common.setup_logging(verbose=True)
+    common.setup_logging(True, log_format, log_level)
     scheduler.serve(common.config(ctx))
 
 

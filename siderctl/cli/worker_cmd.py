@@ -37,16 +37,20 @@ def start(
                                  help="Warm shutdown: time in-flight jobs get before they are requeued "
                                  "(default: worker.shutdown_timeout).")
     ] = None,
+    metrics_port: common.MetricsPortOpt = None,
+    metrics_bind: common.MetricsBindOpt = "127.0.0.1",
+    log_format: common.LogFormatOpt = common.LogFormat.text,
+    log_level: common.LogLevelOpt = common.LogLevel.info,
 ) -> None:
     """Run workers until SIGINT/SIGTERM: the first signal finishes in-flight jobs, a second requeues them now.
 
     Exits 0 after a clean stop, 9 when jobs had to be requeued or left to recovery.
     """
-    common.setup_logging(verbose=True)
+    common.setup_logging(True, log_format, log_level)
     names = tuple(dict.fromkeys(get_queue(q).name for q in queues)) if queues else tuple(QUEUES)
     options = WorkerOptions(queues=names, concurrency=concurrency, burst=burst, max_jobs=max_jobs, name=name,
                             shutdown_timeout=common.duration_option(shutdown_timeout, "--shutdown-timeout"))
-    runtime.run_workers(common.config(ctx), options, processes)
+    runtime.run_workers(common.config(ctx), options, processes, common.metrics_endpoint(metrics_port, metrics_bind))
 
 
 @app.command("ls")
