@@ -74,3 +74,13 @@ def test_custom_prefix_keeps_keys_under_it(env_url: str, redis_server: RedisServ
     client = redis_server.client()
     assert client.exists(f"acme:job:{done.stdout.strip()}")
     assert client.llen("acme:queue:cleanup") == 1 and not client.keys("siderhub:*")
+
+
+def test_lazy_command_table_matches_the_commands() -> None:
+    """`siderctl --help` lists commands from a static table; it must say what each command says."""
+    from siderctl.cli import COMMANDS, load_command
+
+    for name, (_module, short) in COMMANDS.items():
+        command = load_command(name)
+        own = (command.help or "").strip().split("\n\n")[0].replace("\n", " ")
+        assert own == short, f"COMMANDS[{name!r}] is out of date: {own!r}"

@@ -8,7 +8,7 @@ from siderctl import inspect, render
 from siderctl.cli import common
 from siderctl.queues import get_queue
 
-app = typer.Typer(help="The trail of destructive actions.", no_args_is_help=True)
+app = common.group("The trail of destructive actions.")
 
 
 @app.command("ls")

@@ -181,3 +181,8 @@ def metrics_endpoint(port: int | None, bind: str) -> Any:
     from siderctl.runtime import MetricsEndpoint
 
     return MetricsEndpoint(port, bind)
+
+
+def group(help: str) -> typer.Typer:
+    """A command group configured like the root (plain help: Rich help would import rich.table)."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)

@@ -10,7 +10,7 @@ from siderctl import render
 from siderctl.cli import common
 from siderctl.config import default_config_target, default_document, find_config_file, write_config
 
-app = typer.Typer(help="Create and inspect the configuration.", no_args_is_help=True)
+app = common.group("Create and inspect the configuration.")
 
 
 @app.command("init")

@@ -8,8 +8,7 @@ import typer
 from siderctl import embedded, render
 from siderctl.cli import common
 
-app = typer.Typer(help="Manage the embedded Valkey server used when no Redis URL is set.",
-                  no_args_is_help=True)
+app = common.group("Manage the embedded Valkey server used when no Redis URL is set.")
 
 
 @app.command("up")

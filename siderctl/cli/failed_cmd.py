@@ -10,7 +10,7 @@ from siderctl.cli import common
 from siderctl.errors import UsageError
 from siderctl.queues import QUEUES, get_queue
 
-app = typer.Typer(help="Find failed jobs, see why they failed, retry or remove them.", no_args_is_help=True)
+app = common.group("Find failed jobs, see why they failed, retry or remove them.")
 
 QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.", show_default=False,
                                               autocompletion=common.complete_queue)]

@@ -9,7 +9,7 @@ from siderctl.cli import common
 from siderctl.errors import NotFound
 from siderctl.queues import METRIC_SCOPES
 
-app = typer.Typer(help="Prometheus metrics, and the snapshots metrics-sync stores.", no_args_is_help=True)
+app = common.group("Prometheus metrics, and the snapshots metrics-sync stores.")
 
 
 def _complete_scope(incomplete: str) -> list[str]:

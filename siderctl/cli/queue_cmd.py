@@ -8,7 +8,7 @@ import typer
 from siderctl import control, inspect, render
 from siderctl.cli import common
 
-app = typer.Typer(help="See queues and take them in and out of service.", no_args_is_help=True)
+app = common.group("See queues and take them in and out of service.")
 
 QueueArg = Annotated[str, typer.Argument(help="Queue name.", autocompletion=common.complete_queue)]
 

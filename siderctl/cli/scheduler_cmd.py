@@ -7,7 +7,7 @@ import typer
 from siderctl import inspect, ops, render, scheduler
 from siderctl.cli import common
 
-app = typer.Typer(help="Run and inspect the recurring-job scheduler.", no_args_is_help=True)
+app = common.group("Run and inspect the recurring-job scheduler.")
 
 
 def _complete_schedule(incomplete: str) -> list[str]:

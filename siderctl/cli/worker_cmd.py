@@ -9,7 +9,7 @@ from siderctl.cli import common
 from siderctl.queues import QUEUES, get_queue
 from siderctl.worker import WorkerOptions
 
-app = typer.Typer(help="Run, list and stop workers.", no_args_is_help=True)
+app = common.group("Run, list and stop workers.")
 
 
 @app.command("start")
