@@ -15,7 +15,6 @@ from .errors import RedisUnavailable, SiderctlError
 
 if TYPE_CHECKING:
     from redis import Redis
-    from rq import Queue
 
 
 def use_prefix(prefix: str) -> None:
@@ -76,11 +75,3 @@ def server_label(config: Config) -> str:
     from . import embedded
 
     return f"{embedded.paths().url} (embedded)"
-
-
-def open_queue(connection: Redis, name: str) -> Queue:
-    """The RQ queue ``name`` on ``connection``, always with RQ's JSONSerializer."""
-    from rq import Queue
-    from rq.serializers import JSONSerializer
-
-    return Queue(name, connection=connection, serializer=JSONSerializer)

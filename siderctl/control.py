@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import failures, store
 from .config import Config
-from .errors import DeadlinePassed, InputError, NotFound, NothingSelected, QueueNotAccepting
+from .errors import DeadlinePassed, InputError, NotFound, NothingSelected
+from .ops import check_accepting
 from .queues import QUEUES, get_queue
 
 if TYPE_CHECKING:
@@ -280,15 +281,6 @@ def set_state(config: Config, queue: str, action: str) -> QueueState:
             fields = pipe.execute()[1]
         audit(connection, config, f"queue {action}", queue, 0)
     return parse_state(fields)
-
-
-def check_accepting(connection: Redis, config: Config, queue: str, doing: str = "enqueue into") -> None:
-    """QueueNotAccepting when ``queue`` is draining or closed."""
-    intake = connection.hget(store.control_key(config.redis.prefix, queue), "intake")
-    if intake in (b"draining", b"closed"):
-        state = store.text(intake)
-        raise QueueNotAccepting(f"queue {queue} is {state}: refusing to {doing} it "
-                                f"(`siderctl queue open {queue}` accepts jobs again)")
 
 
 def _accepting(config: Config, queue: str, doing: str) -> None:

@@ -46,27 +46,12 @@ class Status:
         return {"prefix": self.prefix, "server": self.server, "queues": [asdict(q) for q in self.queues]}
 
 
-def _state_keys(name: str) -> dict[str, str]:
-    from rq.queue import Queue
-    from rq.registry import (
-        CanceledJobRegistry,
-        DeferredJobRegistry,
-        FailedJobRegistry,
-        FinishedJobRegistry,
-        ScheduledJobRegistry,
-        StartedJobRegistry,
-    )
+def _state_keys(prefix: str, name: str) -> dict[str, str]:
+    from . import store
 
-    keys = {"queued": Queue.redis_queue_namespace_prefix + name}
-    for state, registry in (
-        ("scheduled", ScheduledJobRegistry),
-        ("started", StartedJobRegistry),
-        ("deferred", DeferredJobRegistry),
-        ("finished", FinishedJobRegistry),
-        ("failed", FailedJobRegistry),
-        ("canceled", CanceledJobRegistry),
-    ):
-        keys[state] = registry.key_template.format(name)
+    keys = {"queued": store.queue_key(prefix, name)}
+    for state in STATES[1:]:
+        keys[state] = store.registry_key(prefix, "wip" if state == "started" else state, name)
     return keys
 
 
@@ -74,44 +59,39 @@ def status(config: Config) -> Status:
     """Counts per state, oldest queued age and workers for every queue, in two round trips."""
     from .connection import connect, server_label
 
-    with connect(config) as connection:  # sets RQ's key prefix: import rq only after this
-        return Status(config.redis.prefix, server_label(config), _queue_statuses(connection))
+    with connect(config) as connection:
+        return Status(config.redis.prefix, server_label(config), _queue_statuses(connection, config.redis.prefix))
 
 
-def _queue_statuses(connection: Redis) -> list[QueueStatus]:
-    from rq.defaults import RQ_KEY_PREFIX
-    from rq.job import Job
-    from rq.utils import utcparse
-    from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+def _queue_statuses(connection: Redis, prefix: str) -> list[QueueStatus]:
+    from . import store
 
     names = list(QUEUES)
     pipe = connection.pipeline(transaction=False)
     for name in names:
-        keys = _state_keys(name)
+        keys = _state_keys(prefix, name)
         pipe.llen(keys["queued"])
         for state in STATES[1:]:
             pipe.zcard(keys[state])
         pipe.lindex(keys["queued"], 0)
-        pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        pipe.smembers(f"{prefix}:workers:{name}")
     replies = pipe.execute()
     width = len(STATES) + 2
     rows = [replies[i * width:(i + 1) * width] for i in range(len(names))]
 
-    heads = {name: row[len(STATES)].decode() for name, row in zip(names, rows, strict=True) if row[len(STATES)]}
+    heads = {name: store.text(row[len(STATES)]) for name, row in zip(names, rows, strict=True) if row[len(STATES)]}
     pipe = connection.pipeline(transaction=False)
     for head in heads.values():
-        pipe.hget(Job.key_for(head), "enqueued_at")
+        pipe.hget(store.job_key(prefix, head), "enqueued_at")
     stamps = dict(zip(heads, pipe.execute(), strict=True)) if heads else {}
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).timestamp()
 
     result = []
-    worker_prefix = RQ_KEY_PREFIX + ":worker:"
+    worker_prefix = f"{prefix}:worker:"
     for name, row in zip(names, rows, strict=True):
-        stamp = stamps.get(name)
-        age = None
-        if stamp:
-            age = max(0.0, (now - utcparse(stamp.decode()).replace(tzinfo=UTC)).total_seconds())
-        workers = sorted(w.decode().removeprefix(worker_prefix) for w in row[-1])
+        enqueued = _rq_epoch(store.text(stamps[name])) if stamps.get(name) else None
+        age = None if enqueued is None else max(0.0, now - enqueued)
+        workers = sorted(store.text(w).removeprefix(worker_prefix) for w in row[-1])
         counts = dict(zip(STATES, row[: len(STATES)], strict=True))
         result.append(QueueStatus(name=name, oldest_queued_age=age, workers=workers, **counts))
     return result
@@ -246,7 +226,7 @@ def _queue_views(connection: Redis, prefix: str) -> list[QueueView]:
     from . import store
     from .control import parse_state
 
-    statuses = _queue_statuses(connection)
+    statuses = _queue_statuses(connection, prefix)
     with connection.pipeline(transaction=False) as pipe:
         for name in QUEUES:
             pipe.hgetall(store.control_key(prefix, name))

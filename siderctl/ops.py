@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from . import store
 from .config import Config, QueuePolicy
-from .errors import InputError, JobExists, JobsDisabled
+from .errors import InputError, JobExists, JobsDisabled, QueueNotAccepting
 from .queues import QueueSpec, get_queue
 from .timeparse import format_instant, parse_duration, parse_instant, utcnow
 
 if TYPE_CHECKING:
     from redis import Redis
-    from rq.job import Job
-    from rq.queue import Queue
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # RQ's rule, bounded
 
@@ -151,66 +152,108 @@ def enqueue(config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
 
 
 def enqueue_with(connection: Redis, config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
-    """``enqueue`` on an open connection (long-running callers keep theirs)."""
-    from .connection import open_queue
-    from .control import check_accepting
+    """``enqueue`` on an open connection (long-running callers keep theirs).
 
+    Jobs are written exactly as RQ's ``Queue.enqueue_job`` writes them (job hash, queue list or
+    scheduled registry, queues set), in pipelined chunks: the ids are pushed after their hashes,
+    so a worker never pops an id whose job is not there yet.
+    """
     check_accepting(connection, config, request.queue)
-    queue = open_queue(connection, request.queue)
+    prefix = config.redis.prefix
     policy = config.queues[request.queue]
-    jobs = [_make_job(queue, policy, payload, request) for payload in request.payloads]
+    scheduled = request.run_at is not None
+    stamp = _rq_time(utcnow())
+    jobs = [(request.job_id or str(uuid.uuid4()), payload) for payload in request.payloads]
     if request.job_id is not None:
-        _enqueue_unique(connection, queue, jobs[0], request)
+        job_id, payload = jobs[0]
+        _enqueue_unique(connection, prefix, request, job_id, _fields(policy, payload, request, stamp))
     else:
-        pipe = connection.pipeline(transaction=False)
-        for job in jobs:
-            if request.run_at is not None:
-                queue.schedule_job(job, request.run_at, pipeline=pipe)
-            else:
-                queue.enqueue_job(job, pipeline=pipe)
-        pipe.execute()
-    status = "queued" if request.run_at is None else "scheduled"
+        for start in range(0, len(jobs), CHUNK):
+            chunk = jobs[start:start + CHUNK]
+            with connection.pipeline(transaction=False) as pipe:
+                for job_id, payload in chunk:
+                    pipe.hset(store.job_key(prefix, job_id), mapping=_fields(policy, payload, request, stamp))
+                ids = [job_id for job_id, _ in chunk]
+                if request.run_at is not None:
+                    pipe.zadd(store.registry_key(prefix, "scheduled", request.queue), dict.fromkeys(
+                        ids, _unix(request.run_at)))
+                else:
+                    pipe.rpush(store.queue_key(prefix, request.queue), *ids)
+                pipe.sadd(f"{prefix}:queues", store.queue_key(prefix, request.queue))
+                pipe.execute()
+    status = "scheduled" if scheduled else "queued"
     run_at = format_instant(request.run_at) if request.run_at else None
-    return [EnqueuedJob(job.id, request.queue, status, run_at, payload)
-            for job, payload in zip(jobs, request.payloads, strict=True)]
+    return [EnqueuedJob(job_id, request.queue, status, run_at, payload) for job_id, payload in jobs]
 
 
-def _make_job(queue: Queue, policy: QueuePolicy, payload: dict[str, Any], request: EnqueueRequest) -> Job:
-    from rq import Retry
+CHUNK = 1000
 
-    retry = Retry(max=policy.retries, interval=policy.retry_delays()) if policy.retries else None
-    return queue.create_job(
-        handler_func_name(policy.handler),
-        args=[payload],
-        timeout=round(policy.timeout),
-        result_ttl=round(policy.result_ttl),
-        failure_ttl=round(policy.failure_ttl),
-        description=f"{request.queue} {json.dumps(payload, sort_keys=True)}",
-        job_id=request.job_id,
-        meta={"source": request.source},
-        retry=retry,
-    )
+# KEYS: job hash, queue list or scheduled registry, queues set. ARGV: id, how (queued | scheduled),
+# score, queue key, then the hash's field/value pairs. Returns nil, or the status of the job that
+# already has this id (nothing written).
+_UNIQUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'status') or 'unknown' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[2] == 'scheduled' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+else
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+redis.call('SADD', KEYS[3], ARGV[4])
+return false
+"""
 
 
-def _enqueue_unique(connection: Redis, queue: Queue, job: Job, request: EnqueueRequest) -> None:
-    from rq.exceptions import DuplicateJobError
-    from rq.job import Job as RQJob
-
-    existing = connection.hget(RQJob.key_for(job.id), "status")
+def _enqueue_unique(connection: Redis, prefix: str, request: EnqueueRequest, job_id: str,
+                    fields: dict[Any, Any]) -> None:
+    qkey = store.queue_key(prefix, request.queue)
+    target = store.registry_key(prefix, "scheduled", request.queue) if request.run_at else qkey
+    how = "scheduled" if request.run_at else "queued"
+    score = _unix(request.run_at) if request.run_at else 0
+    pairs = [item for pair in fields.items() for item in pair]
+    existing = connection.eval(_UNIQUE, 3, store.job_key(prefix, job_id), target, f"{prefix}:queues",
+                               job_id, how, score, qkey, *pairs)
     if existing is not None:
-        raise _exists(job.id, existing)
-    try:
-        if request.run_at is not None:
-            queue.schedule_job(job, request.run_at, unique=True)
-        else:
-            queue.enqueue_job(job, unique=True)
-    except DuplicateJobError:
-        raise _exists(job.id, connection.hget(RQJob.key_for(job.id), "status")) from None
+        raise JobExists(f"job {job_id} already exists (status: {store.text(existing)}); nothing enqueued")
 
 
-def _exists(job_id: str, status: bytes | str | None) -> JobExists:
-    state = status.decode() if isinstance(status, bytes) else status or "unknown"
-    return JobExists(f"job {job_id} already exists (status: {state}); nothing enqueued")
+def _fields(policy: QueuePolicy, payload: dict[str, Any], request: EnqueueRequest, stamp: str) -> dict[Any, Any]:
+    """The job hash RQ's ``Job.to_dict`` would write for this job (JSONSerializer data)."""
+    data = json.dumps([handler_func_name(policy.handler), None, [payload], {}]).encode()
+    fields: dict[Any, Any] = {
+        "created_at": stamp, "data": zlib.compress(data), "success_callback_name": "",
+        "failure_callback_name": "", "stopped_callback_name": "", "started_at": "", "ended_at": "",
+        "last_heartbeat": "", "worker_name": "", "group_id": "", "origin": request.queue,
+        "description": f"{request.queue} {json.dumps(payload, sort_keys=True)}",
+        "timeout": round(policy.timeout), "result_ttl": round(policy.result_ttl),
+        "failure_ttl": round(policy.failure_ttl), "meta": json.dumps({"source": request.source}),
+        "status": "scheduled" if request.run_at else "queued",
+    }
+    if request.run_at is None:
+        fields["enqueued_at"] = stamp
+    if policy.retries:
+        fields["retries_left"] = policy.retries
+        fields["retry_intervals"] = json.dumps(policy.retry_delays())
+    return fields
+
+
+def _rq_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _unix(moment: datetime) -> int:
+    import calendar
+
+    return calendar.timegm(moment.utctimetuple())  # RQ's ScheduledJobRegistry score
+
+
+def check_accepting(connection: Redis, config: Config, queue: str, doing: str = "enqueue into") -> None:
+    """QueueNotAccepting when ``queue`` is draining or closed."""
+    intake = connection.hget(store.control_key(config.redis.prefix, queue), "intake")
+    if intake in (b"draining", b"closed"):
+        state = store.text(intake)
+        raise QueueNotAccepting(f"queue {queue} is {state}: refusing to {doing} it "
+                                f"(`siderctl queue open {queue}` accepts jobs again)")
 
 
 def handler_func_name(handler: str) -> str:

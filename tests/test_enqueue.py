@@ -16,7 +16,7 @@ from rq.serializers import JSONSerializer
 
 from siderctl.timeparse import parse_instant
 
-from .conftest import Cli, keyspace
+from .conftest import Cli, RedisServer, keyspace
 
 
 def fetch(redis: Redis, job_id: str) -> Job:
@@ -194,3 +194,19 @@ def test_jobs_disabled_refuses(cli: Cli, env_url: str, redis: Redis) -> None:
         result = cli("enqueue", "cleanup", "--target", "jobs", env={name: "false"})
         assert result.exit_code == 7 and "JOBS_ENABLED=false" in result.stderr
     assert keyspace(redis) == {}
+
+
+def test_rq_own_worker_runs_siderctl_jobs(cli: Cli, redis: Redis, redis_server: RedisServer, tmp_path: Path) -> None:
+    """siderctl writes jobs itself (no rq import): RQ's SimpleWorker must still read and run them."""
+    from rq import SimpleWorker
+
+    (tmp_path / "siderctl.toml").write_text(
+        f'[redis]\nurl = "{redis_server.url}"\n[queues.campaign-dispatch]\nhandler = "tests.sample_handlers:plain"\n')
+    job_id = cli("enqueue", "campaign-dispatch", "--campaign-id", "77").stdout.strip()
+    later = cli("enqueue", "campaign-dispatch", "--campaign-id", "78", "--delay", "1h").stdout.strip()
+    queue = Queue("campaign-dispatch", connection=redis, serializer=JSONSerializer)
+    assert queue.job_ids == [job_id] and queue.scheduled_job_registry.get_job_ids() == [later]
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == "finished" and job.return_value() == "77"
+    assert job.meta == {"source": "cli"} and job.retries_left == 3 and len(job.retry_intervals) == 3
