@@ -154,86 +154,79 @@ def enqueue(config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
 def enqueue_with(connection: Redis, config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
     """``enqueue`` on an open connection (long-running callers keep theirs).
 
-    Jobs are written exactly as RQ's ``Queue.enqueue_job`` writes them (job hash, queue list or
-    scheduled registry, queues set), in pipelined chunks: the ids are pushed after their hashes,
-    so a worker never pops an id whose job is not there yet.
+    Jobs are written as RQ's ``Queue.enqueue_job`` writes them (job hash, queue list or scheduled
+    registry, queues set) by one Lua script per chunk of jobs: only what differs between jobs
+    crosses the wire, each chunk lands atomically, and ids are pushed after their hashes.
     """
     check_accepting(connection, config, request.queue)
-    prefix = config.redis.prefix
     policy = config.queues[request.queue]
-    scheduled = request.run_at is not None
-    stamp = _rq_time(utcnow())
     jobs = [(request.job_id or str(uuid.uuid4()), payload) for payload in request.payloads]
-    if request.job_id is not None:
-        job_id, payload = jobs[0]
-        _enqueue_unique(connection, prefix, request, job_id, _fields(policy, payload, request, stamp))
-    else:
-        for start in range(0, len(jobs), CHUNK):
-            chunk = jobs[start:start + CHUNK]
-            with connection.pipeline(transaction=False) as pipe:
-                for job_id, payload in chunk:
-                    pipe.hset(store.job_key(prefix, job_id), mapping=_fields(policy, payload, request, stamp))
-                ids = [job_id for job_id, _ in chunk]
-                if request.run_at is not None:
-                    pipe.zadd(store.registry_key(prefix, "scheduled", request.queue), dict.fromkeys(
-                        ids, _unix(request.run_at)))
-                else:
-                    pipe.rpush(store.queue_key(prefix, request.queue), *ids)
-                pipe.sadd(f"{prefix}:queues", store.queue_key(prefix, request.queue))
-                pipe.execute()
-    status = "scheduled" if scheduled else "queued"
+    script = connection.register_script(_ENQUEUE)
+    head: list[Any] = [config.redis.prefix, request.queue, "scheduled" if request.run_at else "queued",
+            _unix(request.run_at) if request.run_at else 0, "1" if request.job_id else "0",
+            json.dumps(_common_fields(policy, request))]
+    func = handler_func_name(policy.handler)
+    for start in range(0, len(jobs), CHUNK):
+        args = list(head)
+        for job_id, payload in jobs[start:start + CHUNK]:
+            args += [job_id, zlib.compress(json.dumps([func, None, [payload], {}]).encode()),
+                     f"{request.queue} {json.dumps(payload, sort_keys=True)}",
+                     json.dumps(policy.retry_delays()) if policy.retries else ""]
+        existing = script(args=args)
+        if existing is not None:
+            raise JobExists(f"job {jobs[0][0]} already exists (status: {store.text(existing)}); nothing enqueued")
+    status = "scheduled" if request.run_at else "queued"
     run_at = format_instant(request.run_at) if request.run_at else None
     return [EnqueuedJob(job_id, request.queue, status, run_at, payload) for job_id, payload in jobs]
 
 
 CHUNK = 1000
 
-# KEYS: job hash, queue list or scheduled registry, queues set. ARGV: id, how (queued | scheduled),
-# score, queue key, then the hash's field/value pairs. Returns nil, or the status of the job that
-# already has this id (nothing written).
-_UNIQUE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'status') or 'unknown' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-if ARGV[2] == 'scheduled' then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-else
-  redis.call('RPUSH', KEYS[2], ARGV[1])
+# ARGV: prefix, queue, how (queued | scheduled), score (scheduled), unique (1: refuse an existing
+# id), the fields every job shares (JSON object), then four per job: id, data, description,
+# retry intervals ('' without retries). Returns nil, or the status of the job that already has
+# the id (unique; nothing written).
+_ENQUEUE = """
+local p, q, how, score, unique = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'
+local shared = {}
+for k, v in pairs(cjson.decode(ARGV[6])) do shared[#shared + 1] = k; shared[#shared + 1] = v end
+local ids = {}
+for i = 7, #ARGV, 4 do
+  local id = ARGV[i]
+  local jk = p .. ':job:' .. id
+  if unique and redis.call('EXISTS', jk) == 1 then return redis.call('HGET', jk, 'status') or 'unknown' end
+  redis.call('HSET', jk, 'data', ARGV[i + 1], 'description', ARGV[i + 2], unpack(shared))
+  if ARGV[i + 3] ~= '' then redis.call('HSET', jk, 'retry_intervals', ARGV[i + 3]) end
+  ids[#ids + 1] = id
 end
-redis.call('SADD', KEYS[3], ARGV[4])
+local qk = p .. ':queue:' .. q
+if how == 'scheduled' then
+  local sk = p .. ':scheduled:' .. q
+  for _, id in ipairs(ids) do redis.call('ZADD', sk, score, id) end
+else
+  redis.call('RPUSH', qk, unpack(ids))
+end
+redis.call('SADD', p .. ':queues', qk)
 return false
 """
 
 
-def _enqueue_unique(connection: Redis, prefix: str, request: EnqueueRequest, job_id: str,
-                    fields: dict[Any, Any]) -> None:
-    qkey = store.queue_key(prefix, request.queue)
-    target = store.registry_key(prefix, "scheduled", request.queue) if request.run_at else qkey
-    how = "scheduled" if request.run_at else "queued"
-    score = _unix(request.run_at) if request.run_at else 0
-    pairs = [item for pair in fields.items() for item in pair]
-    existing = connection.eval(_UNIQUE, 3, store.job_key(prefix, job_id), target, f"{prefix}:queues",
-                               job_id, how, score, qkey, *pairs)
-    if existing is not None:
-        raise JobExists(f"job {job_id} already exists (status: {store.text(existing)}); nothing enqueued")
+def _common_fields(policy: QueuePolicy, request: EnqueueRequest) -> dict[str, str]:
+    """The job hash fields RQ's ``Job.to_dict`` writes that are the same for every job of a request.
 
-
-def _fields(policy: QueuePolicy, payload: dict[str, Any], request: EnqueueRequest, stamp: str) -> dict[Any, Any]:
-    """The job hash RQ's ``Job.to_dict`` would write for this job (JSONSerializer data)."""
-    data = json.dumps([handler_func_name(policy.handler), None, [payload], {}]).encode()
-    fields: dict[Any, Any] = {
-        "created_at": stamp, "data": zlib.compress(data), "success_callback_name": "",
-        "failure_callback_name": "", "stopped_callback_name": "", "started_at": "", "ended_at": "",
-        "last_heartbeat": "", "worker_name": "", "group_id": "", "origin": request.queue,
-        "description": f"{request.queue} {json.dumps(payload, sort_keys=True)}",
-        "timeout": round(policy.timeout), "result_ttl": round(policy.result_ttl),
-        "failure_ttl": round(policy.failure_ttl), "meta": json.dumps({"source": request.source}),
-        "status": "scheduled" if request.run_at else "queued",
+    Fields RQ leaves empty at creation (callbacks, started_at, worker_name, ...) are omitted: RQ
+    reads a missing field as empty.
+    """
+    stamp = _rq_time(utcnow())
+    fields = {
+        "created_at": stamp, "origin": request.queue, "timeout": str(round(policy.timeout)),
+        "result_ttl": str(round(policy.result_ttl)), "failure_ttl": str(round(policy.failure_ttl)),
+        "meta": json.dumps({"source": request.source}), "status": "scheduled" if request.run_at else "queued",
     }
     if request.run_at is None:
         fields["enqueued_at"] = stamp
     if policy.retries:
-        fields["retries_left"] = policy.retries
-        fields["retry_intervals"] = json.dumps(policy.retry_delays())
+        fields["retries_left"] = str(policy.retries)
     return fields
 
 

@@ -162,12 +162,14 @@ class Lane:
         self.handler = handler
         self.func_name = handler_func_name(policy.handler)
         self.concurrency = concurrency
-        self.busy = 0  # claimed and not yet settled
+        self.busy = 0  # claimed and not yet done running (its outcome may still be on its way to Redis)
         self.state = "ok"  # or "paused" / "closed", as the operator set the queue
         self.drained = False  # burst: the queue was empty with nothing in flight
         self.surplus = 0  # executor threads to retire (replaced while stuck in a timed-out job)
         self.cond = threading.Condition()
         self.inbox: queue_mod.SimpleQueue[store.ClaimedJob | None] = queue_mod.SimpleQueue()
+        self.blocker: Redis | None = None  # the fetcher's own connection, for blocking waits
+        self.blocker_id: int | None = None
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -235,7 +237,7 @@ class Lane:
             self.busy += len(jobs)
             if jobs:
                 self.drained = False
-            elif self.busy == 0 and not first:
+            elif self.busy == 0 and not first and not w.settling():
                 self.drained = True
         w.claimed(len(jobs))
         return jobs
@@ -254,8 +256,12 @@ class Lane:
         if w.options.burst:
             w.stopping.wait(TICK)
             return []
-        popped = w.connection.blmove(store.queue_key(w.prefix, self.queue),
-                                     store.intermediate_key(w.prefix, self.queue), BLOCK)  # type: ignore[arg-type]
+        blocker = self._blocking_client()
+        self.blocker_id = blocker.client_id()  # lets shutdown wake this wait at once (CLIENT UNBLOCK)
+        if w.stopping.is_set():
+            return []
+        popped = blocker.blmove(store.queue_key(w.prefix, self.queue),
+                                store.intermediate_key(w.prefix, self.queue), BLOCK)  # type: ignore[arg-type]
         if popped is None:
             return []
         job_id = store.text(popped)
@@ -263,6 +269,20 @@ class Lane:
             w.scripts.unpop(args=[w.prefix, self.queue, job_id])
             return []
         return self.claim(wanted, job_id)
+
+    def _blocking_client(self) -> Redis:
+        if self.blocker is None:
+            from redis import ConnectionPool, Redis
+
+            pool = self.worker.connection.connection_pool
+            self.blocker = Redis(connection_pool=ConnectionPool(
+                connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs))
+        return self.blocker
+
+    def wake(self, connection: Redis) -> None:
+        """Cut short the fetcher's blocking wait, if it is in one."""
+        if self.blocker_id is not None:
+            connection.client_unblock(self.blocker_id)
 
     # -- executing -----------------------------------------------------------------------
 
@@ -441,7 +461,12 @@ class Worker:
 
     def _shutdown(self, maintenance: threading.Thread) -> None:
         for lane in self.lanes:
+            with contextlib.suppress(*self.redis_errors):
+                lane.wake(self.connection)
+        for lane in self.lanes:
             lane.threads[0].join(BLOCK + 1.0)  # the fetcher: it may hold a job popped mid-stop
+            if lane.blocker is not None:
+                lane.blocker.close()
         self._requeue_unstarted()
         deadline = time.monotonic() + self.shutdown_timeout
         while self._busy() and not self.cold.is_set() and time.monotonic() < deadline:
@@ -552,9 +577,19 @@ class Worker:
     # -- settling ------------------------------------------------------------------------
 
     def _submit(self, settlement: store.Settlement) -> None:
+        """Hand one outcome to the settler; its slot is free for the next job from now on."""
         with self._settler_idle:
             self._pending_settle += 1
         self._outcomes.put(settlement)
+        self._lane_of(settlement.queue).release()
+
+    def _lane_of(self, queue: str) -> Lane:
+        return next(lane for lane in self.lanes if lane.queue == queue)
+
+    def settling(self) -> bool:
+        """Outcomes are still on their way to Redis."""
+        with self._settler_idle:
+            return self._pending_settle > 0
 
     def _settle_loop(self) -> None:
         backoff = Backoff()
@@ -591,7 +626,6 @@ class Worker:
             return list(pipe.execute())
 
     def _settled(self, s: store.Settlement, result: Any) -> None:
-        lane = next(lane for lane in self.lanes if lane.queue == s.queue)
         if result == 1:
             self._log_outcome(s)
             if self.observer is not None:
@@ -602,7 +636,6 @@ class Worker:
         else:
             log.info("job %s (%s) was removed or stopped while running; outcome %s not recorded",
                      s.job_id, s.queue, s.event)
-        lane.release()
         with self._counter_lock:
             if s.mode != "requeue":
                 self._settled_total += 1
