@@ -20,6 +20,7 @@ import os
 import queue as queue_mod
 import secrets
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -45,8 +46,9 @@ BLOCK = 0.5  # longest wait for a job in one call; bounds how long an idle worke
 TIMEOUT_GRACE = 2.0  # after a timeout is raised in a job, how long it gets to unwind
 TICK = 0.05
 PAUSED_POLL = 0.5  # how often a paused queue is looked at again
+SWITCH_INTERVAL = 0.001  # Python's default is 5 ms
 MAX_BACKOFF = 5.0
-SETTLE_BATCH = 256
+SETTLE_BATCH = 32  # small batches: a claim never waits long behind them in Redis
 
 
 class JobTimeout(BaseException):
@@ -162,6 +164,11 @@ class Lane:
         self.handler = handler
         self.func_name = handler_func_name(policy.handler)
         self.concurrency = concurrency
+        # With 4+ slots a few jobs are claimed ahead, so an executor that finishes finds the next
+        # one waiting instead of paying a round trip; they are heartbeated, and requeued untouched
+        # at shutdown. (They show as started from the claim; their timeout starts when they run.)
+        self.capacity = concurrency + concurrency // 4
+        self.held: dict[str, store.ClaimedJob] = {}  # claimed, not yet settled: running or waiting
         self.busy = 0  # claimed and not yet done running (its outcome may still be on its way to Redis)
         self.state = "ok"  # or "paused" / "closed", as the operator set the queue
         self.drained = False  # burst: the queue was empty with nothing in flight
@@ -185,16 +192,36 @@ class Lane:
         self.threads.append(thread)
         thread.start()
 
-    def free_slots(self, timeout: float) -> int:
+    def reserve(self, wanted: int, timeout: float) -> int:
+        """Take up to ``wanted`` free slots (waiting up to ``timeout`` for one) within the worker's
+        ``--max-jobs`` budget; how many were taken."""
         with self.cond:
-            if self.busy >= self.concurrency:
+            if self.busy >= self.capacity and timeout > 0:
                 self.cond.wait(timeout)
-            return max(0, self.concurrency - self.busy)
+            slots = max(0, min(wanted, self.capacity - self.busy))
+            granted = self.worker.take_budget(slots)
+            self.busy += granted
+            return granted
 
-    def release(self) -> None:
+    def unreserve(self, count: int) -> None:
+        """Give back slots (and budget) reserved for jobs that were not there to claim."""
+        self.worker.return_budget(count)
+        self.release(count)
+
+    def release(self, count: int = 1, execution_id: str | None = None) -> None:
+        """Give slots back (a job ended, or a reservation was not used)."""
+        if count <= 0:
+            return
         with self.cond:
-            self.busy -= 1
+            self.busy -= count
+            if execution_id is not None:
+                self.held.pop(execution_id, None)
             self.cond.notify_all()
+
+    def held_jobs(self) -> list[store.ClaimedJob]:
+        """Jobs this lane claimed and has not settled (for heartbeats)."""
+        with self.cond:
+            return list(self.held.values())
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -202,11 +229,13 @@ class Lane:
         w = self.worker
         backoff = Backoff()
         while not w.stopping.is_set():
-            wanted = min(self.free_slots(BLOCK), w.budget())
-            if wanted <= 0:
-                if w.budget() <= 0:
-                    w.stopping.wait(TICK)
+            if w.budget() <= 0:
+                w.stopping.wait(TICK)
                 continue
+            wanted = self.reserve(self.capacity, BLOCK)
+            if wanted <= 0:
+                continue
+            claimed: list[store.ClaimedJob] = []
             try:
                 claimed = self.claim(wanted, "")
                 if not claimed and self.state == "ok":
@@ -216,7 +245,8 @@ class Lane:
             except w.redis_errors as exc:
                 w.health.down(exc)
                 backoff.fail(w.stopping)
-                continue
+            finally:
+                self.unreserve(wanted - len(claimed))
             for job in claimed:
                 self.inbox.put(job)
             if self.state == "closed":
@@ -234,12 +264,12 @@ class Lane:
         self._set_state(store.text(reply[0]))
         jobs = [store.parse_claim(self.queue, row) for row in reply[1:]]
         with self.cond:
-            self.busy += len(jobs)
+            for job in jobs:
+                self.held[job.execution_id] = job
             if jobs:
                 self.drained = False
-            elif self.busy == 0 and not first and not w.settling():
+            elif self.busy == count and not first and not w.settling():  # only our reservation
                 self.drained = True
-        w.claimed(len(jobs))
         return jobs
 
     def _set_state(self, state: str) -> None:
@@ -287,20 +317,43 @@ class Lane:
     # -- executing -----------------------------------------------------------------------
 
     def execute_loop(self) -> None:
+        job: store.ClaimedJob | None = None
         while True:
-            with self.cond:
-                if self.surplus > 0:
-                    self.surplus -= 1
-                    return
-            job = self.inbox.get()
             if job is None:
-                return
+                with self.cond:
+                    if self.surplus > 0:
+                        self.surplus -= 1
+                        return
+                job = self.inbox.get()
+                if job is None:
+                    return
             try:
                 self.worker.execute(self, job)
             except (JobTimeout, Interrupted):
                 pass  # delivered after the job's outcome was taken; nothing left to do
             finally:
                 _clear_async_exc(threading.get_ident())
+            try:
+                job = self.inbox.get_nowait()
+            except queue_mod.Empty:
+                job = self._claim_next()
+            else:
+                if job is None:
+                    return
+
+    def _claim_next(self) -> store.ClaimedJob | None:
+        """Right after a job, claim the next one here: no hand-over from the fetcher while the queue is busy."""
+        w = self.worker
+        if w.stopping.is_set() or self.state != "ok" or not self.reserve(1, 0):
+            return None
+        jobs: list[store.ClaimedJob] = []
+        try:
+            jobs = self.claim(1, "")
+        except w.redis_errors as exc:
+            w.health.down(exc)
+        finally:
+            self.unreserve(1 - len(jobs))
+        return jobs[0] if jobs else None
 
 
 def _raise_in(thread_id: int, exc_type: type[BaseException]) -> None:
@@ -351,7 +404,7 @@ class Worker:
         self.report = Report(self.name)
         self.running: dict[str, Running] = {}
         self._running_lock = threading.Lock()
-        self._claimed_total = 0
+        self._budget_left = options.max_jobs  # None: no limit
         self._settled_total = 0
         self._counter_lock = threading.Lock()
         self._outcomes: queue_mod.SimpleQueue[store.Settlement | None] = queue_mod.SimpleQueue()
@@ -412,6 +465,8 @@ class Worker:
         from .connection import connect
 
         self.redis_errors = (ConnectionError, TimeoutError)
+        # Many threads wait on I/O: hand the GIL over sooner, so a freed slot is refilled at once.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.connection = connect(self.config)
         self.scripts = store.Scripts(self.connection)
         self._register_birth()
@@ -447,14 +502,25 @@ class Worker:
 
     def budget(self) -> int:
         """Jobs this worker may still claim (``--max-jobs``)."""
-        if self.options.max_jobs is None:
+        if self._budget_left is None:
             return 1 << 30
         with self._counter_lock:
-            return self.options.max_jobs - self._claimed_total
+            return self._budget_left
 
-    def claimed(self, count: int) -> None:
+    def take_budget(self, wanted: int) -> int:
+        """Take up to ``wanted`` from the ``--max-jobs`` budget, atomically; how many were granted."""
+        if self._budget_left is None:
+            return wanted
         with self._counter_lock:
-            self._claimed_total += count
+            granted = max(0, min(wanted, self._budget_left))
+            self._budget_left -= granted
+            return granted
+
+    def return_budget(self, count: int) -> None:
+        """Give back budget taken for jobs that were not claimed."""
+        if self._budget_left is not None and count > 0:
+            with self._counter_lock:
+                self._budget_left += count
 
     def _busy(self) -> bool:
         return any(lane.busy for lane in self.lanes)
@@ -581,7 +647,7 @@ class Worker:
         with self._settler_idle:
             self._pending_settle += 1
         self._outcomes.put(settlement)
-        self._lane_of(settlement.queue).release()
+        self._lane_of(settlement.queue).release(1, settlement.execution_id)
 
     def _lane_of(self, queue: str) -> Lane:
         return next(lane for lane in self.lanes if lane.queue == queue)
@@ -620,10 +686,7 @@ class Worker:
                 self._settled(settlement, result)
 
     def _settle_batch(self, batch: list[store.Settlement]) -> list[Any]:
-        with self.connection.pipeline(transaction=False) as pipe:
-            for settlement in batch:
-                self.scripts.settle_on(pipe, settlement.args())
-            return list(pipe.execute())
+        return self.scripts.run_many(self.connection, self.scripts.settle, [s.args() for s in batch])
 
     def _settled(self, s: store.Settlement, result: Any) -> None:
         if result == 1:
@@ -745,15 +808,16 @@ class Worker:
         key = store.worker_key(self.prefix, self.name)
         ttl = int(self.lease + 60)
         with self._running_lock:
-            running = list(self.running.values())
+            busy = bool(self.running)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.expire(key, ttl)
-            pipe.hset(key, mapping={"last_heartbeat": store.rq_time(now), "state": "busy" if running else "idle"})
+            pipe.hset(key, mapping={"last_heartbeat": store.rq_time(now), "state": "busy" if busy else "idle"})
             pipe.expire(f"{key}:executions", ttl)
-            for r in running:
-                member = f"{r.job.id}:{r.job.execution_id}"
-                pipe.zadd(store.registry_key(self.prefix, "wip", r.lane.queue), {member: now + self.lease}, xx=True)
-                pipe.expire(f"{self.prefix}:execution:{member}", int(self.lease) + 60)
+            for lane in self.lanes:
+                for job in lane.held_jobs():
+                    member = f"{job.id}:{job.execution_id}"
+                    pipe.zadd(store.registry_key(self.prefix, "wip", lane.queue), {member: now + self.lease}, xx=True)
+                    pipe.expire(f"{self.prefix}:execution:{member}", int(self.lease) + 60)
             alive = pipe.execute()[0]
         if not alive:  # our registration expired (a long outage) or Redis restarted empty
             log.warning("worker %s was no longer registered; registering again", self.name)
@@ -761,10 +825,8 @@ class Worker:
 
     def _promote(self) -> None:
         now = time.time()
-        with self.connection.pipeline(transaction=False) as pipe:
-            for lane in self.lanes:
-                self.scripts.promote(args=[self.prefix, lane.queue, repr(now), 500, store.rq_time(now)], client=pipe)
-            pipe.execute()
+        self.scripts.run_many(self.connection, self.scripts.promote,
+                              [[self.prefix, lane.queue, repr(now), 500, store.rq_time(now)] for lane in self.lanes])
 
     def _recover(self, seen: dict[str, set[str]]) -> None:
         now = time.time()

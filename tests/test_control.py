@@ -15,7 +15,7 @@ import pytest
 from redis import Redis
 
 from .conftest import Cli, RedisServer, keyspace
-from .test_worker import QUEUE, ROOT, InProcess, enqueue, spawn, status_of, wait_for, write_config
+from .test_worker import QUEUE, ROOT, InProcess, enqueue, runs, spawn, status_of, wait_for, write_config
 
 
 @pytest.fixture
@@ -240,7 +240,7 @@ def test_worker_ls_and_stop(conf: Path, redis: Redis, cli: Cli, tmp_path: Path) 
     (slow,) = enqueue("sleep:1.5")
     proc = spawn(tmp_path, QUEUE, "--name", "busy-one")
     try:
-        wait_for(lambda: status_of(redis, slow) == "started")
+        wait_for(lambda: runs(redis).get(slow) == 1, what="the job to be running")
         (shown,) = json.loads(cli("worker", "ls", "--json").stdout)
         assert shown["name"] == "busy-one" and shown["pid"] == proc.pid and shown["queues"] == [QUEUE]
         assert shown["current_jobs"] == [slow] and shown["busy_since"] and shown["state"] in ("busy", "idle")
@@ -257,7 +257,7 @@ def test_worker_ls_and_stop(conf: Path, redis: Redis, cli: Cli, tmp_path: Path) 
     (stuck,) = enqueue("sleep:30")
     cold = spawn(tmp_path, QUEUE, "--name", "cold-one", log="cold")
     try:
-        wait_for(lambda: status_of(redis, stuck) == "started")
+        wait_for(lambda: runs(redis).get(stuck) == 1, what="the job to be running")
         assert cli("worker", "stop", "--all", "--now").exit_code == 0
         assert cold.wait(15) == 9
         assert status_of(redis, stuck) == "queued"

@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 
 from .conftest import RedisServer
-from .test_worker import QUEUE, ROOT, enqueue, status_of, wait_for, write_config
+from .test_worker import QUEUE, ROOT, enqueue, runs, status_of, wait_for, write_config
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_up_supervises_workers_and_the_scheduler(conf: Path, redis: Redis, tmp_p
     assert "exited with signal SIGKILL" in (tmp_path / "up.log").read_text()
 
     (slow,) = enqueue("sleep:1.5")
-    wait_for(lambda: status_of(redis, slow) == "started")
+    wait_for(lambda: runs(redis).get(slow) == 1, what="the job to be running")
     os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole group gets it, it counts once
     assert up.wait(30) == 0, (tmp_path / "up.log").read_text()
     assert status_of(redis, slow) == "finished"  # warm: it was allowed to finish

@@ -259,7 +259,7 @@ def test_warm_shutdown_lets_the_job_finish(conf: Path, redis: Redis, tmp_path: P
     (job,) = enqueue("sleep:1.5")
     proc = spawn(tmp_path, QUEUE)
     procs.append(proc)
-    wait_for(lambda: status_of(redis, job) == "started")
+    wait_for(lambda: runs(redis).get(job) == 1, what="the job to be running")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert status_of(redis, job) == "finished" and runs(redis) == {job: 1}
@@ -271,7 +271,7 @@ def test_warm_shutdown_deadline_requeues(conf: Path, redis: Redis, tmp_path: Pat
     (job,) = enqueue("sleep:20")
     proc = spawn(tmp_path, QUEUE, "--shutdown-timeout", "0.5s")
     procs.append(proc)
-    wait_for(lambda: status_of(redis, job) == "started")
+    wait_for(lambda: runs(redis).get(job) == 1, what="the job to be running")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 9
     assert status_of(redis, job) == "queued"
@@ -286,7 +286,7 @@ def test_second_signal_is_a_cold_shutdown(conf: Path, redis: Redis, tmp_path: Pa
     (job,) = enqueue("sleep:20")
     proc = spawn(tmp_path, QUEUE)
     procs.append(proc)
-    wait_for(lambda: status_of(redis, job) == "started")
+    wait_for(lambda: runs(redis).get(job) == 1, what="the job to be running")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -418,3 +418,14 @@ def test_events_follow(conf: Path, redis: Redis, tmp_path: Path) -> None:
     finally:
         follower.send_signal(signal.SIGINT)
         assert follower.wait(10) == 0
+
+
+def test_jobs_claimed_ahead_are_kept_alive(conf: Path, redis: Redis) -> None:
+    """With 4 slots a fifth job is claimed ahead; it waits longer than the abandonment lease (1.5 s)
+    and must be heartbeated like the running ones, not recovered as abandoned."""
+    ids = enqueue(*("sleep:2" for _ in range(5)))
+    worker = InProcess(concurrency=4)
+    wait_for(lambda: all(status_of(redis, i) == "finished" for i in ids), timeout=20)
+    worker.stop()
+    assert runs(redis) == dict.fromkeys(ids, 1)
+    assert not [e for e in redis.xrange("siderhub:siderctl:events") if e[1][b"event"] == b"abandoned"]

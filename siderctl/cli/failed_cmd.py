@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from siderctl import control, failures, render
+from siderctl import failures, render
 from siderctl.cli import common
 from siderctl.errors import UsageError
 from siderctl.queues import QUEUES, get_queue
@@ -93,6 +93,8 @@ def _bulk(ctx: typer.Context, action: str, ids: list[str] | None, all_jobs: bool
         raise UsageError("name failed job ids, or use --all with optional filters (not both)")
     if ids and (queue or since or error):
         raise UsageError("--queue, --since and --error select jobs for --all; they cannot narrow named ids")
+    from siderctl import control
+
     config = common.config(ctx)
     chosen = control.select_failed(config, ids or [], None if ids else _selection(queue, since, error))
     if dry_run:
