@@ -87,13 +87,17 @@ def pubsub_channel(prefix: str, worker: str) -> str:
     return f"{prefix}:pubsub:{worker}"
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last whole second formatted (hot path: several calls a job)
+
+
 def rq_time(moment: float) -> str:
     """RQ's timestamp format (``utcformat``: ``2026-12-04T16:28:54.039928Z``)."""
+    global _SECOND
     seconds = int(moment)
-    t = time.gmtime(seconds)
+    if _SECOND[0] != seconds:
+        _SECOND = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
     micros = min(999_999, round((moment - seconds) * 1_000_000))
-    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-            f".{micros:06d}Z")
+    return f"{_SECOND[1]}.{micros:06d}Z"
 
 
 # Shared Lua: the event append, used by every script below.
@@ -159,19 +163,19 @@ end
 return out
 """
 
-# ARGV: prefix, queue, job id, execution id, execution owner, now, now as RQ text, mode
-# (finished | failed | retry | requeue), ttl, retry delay, result type (0 = none), result field,
-# result value, execution start, exc_info blob, keep_results, count (1 = the owner's counters),
-# events key, events max length, event name, event reason.
+# ARGV[1]: a JSON array: prefix, queue, job id, execution id, execution owner, now, now as RQ
+# text, mode (finished | failed | retry | requeue), ttl, retry delay, result type (0 = none),
+# result field, result value, execution start, keep_results, count (true: the owner's
+# counters), events key, events max length, event name, event reason. ARGV[2]: the exc_info blob
+# (binary). One JSON argument instead of twenty keeps the client's packing cost per job low.
 # Returns 1 when settled, 0 when the execution was no longer registered (someone else settled it),
 # -1 when the job was no longer started (deleted, stopped or recovered meanwhile).
 SETTLE = """
-local p, q, id, ex, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local now, stamp, mode, ttl, delay = tonumber(ARGV[6]), ARGV[7], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
-local rtype, rfield, rvalue, started = tonumber(ARGV[11]), ARGV[12], ARGV[13], ARGV[14]
-local excinfo, keep, count = ARGV[15], tonumber(ARGV[16]), ARGV[17] == '1'
-local EVENTS, EVENTS_MAX = ARGV[18], ARGV[19]
-local ename, reason = ARGV[20], ARGV[21]
+local a = cjson.decode(ARGV[1])
+local p, q, id, ex, owner, now, stamp, mode = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
+local ttl, delay, rtype, rfield, rvalue, started = a[9], a[10], a[11], a[12], a[13], a[14]
+local keep, count, EVENTS, EVENTS_MAX, ename, reason = a[15], a[16], a[17], a[18], a[19], a[20]
+local excinfo = ARGV[2]
 """ + _EVENT + """
 local member = id .. ':' .. ex
 if redis.call('ZREM', p .. ':wip:' .. q, member) == 0 then return 0 end
@@ -183,12 +187,12 @@ if redis.call('HGET', jk, 'status') ~= 'started' then return -1 end
 local wk = p .. ':worker:' .. owner
 if count and redis.call('EXISTS', wk) == 1 then
   redis.call('HINCRBY', wk, mode == 'finished' and 'successful_job_count' or 'failed_job_count', 1)
-  redis.call('HINCRBYFLOAT', wk, 'total_working_time', now - tonumber(started))
+  redis.call('HINCRBYFLOAT', wk, 'total_working_time', string.format('%.6f', now - started))
 end
 local rk = p .. ':results:' .. id
 if rtype > 0 then
-  local fields = {'type', rtype, 'worker_name', owner, 'execution_id', ex, 'execution_started_at', started,
-                  'execution_ended_at', now}
+  local fields = {'type', rtype, 'worker_name', owner, 'execution_id', ex, 'execution_started_at',
+                  string.format('%.6f', started), 'execution_ended_at', string.format('%.6f', now)}
   if rfield ~= '' then fields[#fields + 1] = rfield; fields[#fields + 1] = rvalue end
   redis.call('XADD', rk, 'MAXLEN', 10, '*', unpack(fields))
 end
@@ -218,7 +222,7 @@ if mode == 'finished' then
       end
     end
   end
-  extra = {'duration', string.format('%.6f', now - tonumber(started))}
+  extra = {'duration', string.format('%.6f', now - started)}
 elseif mode == 'failed' then
   redis.call('HSET', jk, 'status', 'failed', 'ended_at', stamp, 'exc_info', excinfo)
   redis.call('ZADD', p .. ':failed:' .. q, score(ttl), id)
@@ -237,7 +241,7 @@ elseif mode == 'retry' then
     redis.call('RPUSH', p .. ':queue:' .. q, id)
   end
   redis.call('SADD', p .. ':queues', p .. ':queue:' .. q)
-  extra = {'reason', reason, 'delay', delay}
+  extra = {'reason', reason, 'delay', tostring(delay)}
 else -- requeue: the job did not run to the end; it goes back to the front, no attempt spent
   redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', stamp)
   redis.call('LPUSH', p .. ':queue:' .. q, id)
@@ -342,11 +346,11 @@ class Settlement:
 
     def args(self) -> list[Any]:
         """The argument list of the SETTLE script."""
-        return [self.prefix, self.queue, self.job_id, self.execution_id, self.owner, repr(self.now),
-                rq_time(self.now), self.mode, repr(float(self.ttl)), repr(float(self.delay)), self.result_type,
-                self.result_field, self.result_value, repr(self.started or self.now), self.exc_info,
-                self.keep_results, "1" if self.count else "0", events_key(self.prefix), self.events_max,
-                self.event, self.reason]
+        return [json.dumps([self.prefix, self.queue, self.job_id, self.execution_id, self.owner, self.now,
+                            rq_time(self.now), self.mode, float(self.ttl), float(self.delay), self.result_type,
+                            self.result_field, self.result_value, self.started or self.now, self.keep_results,
+                            self.count, events_key(self.prefix), self.events_max, self.event, self.reason]),
+                self.exc_info]
 
 
 def parse_claim(queue: str, row: Sequence[Any]) -> ClaimedJob:

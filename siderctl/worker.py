@@ -192,11 +192,14 @@ class Lane:
         self.threads.append(thread)
         thread.start()
 
-    def reserve(self, wanted: int, timeout: float) -> int:
-        """Take up to ``wanted`` free slots (waiting up to ``timeout`` for one) within the worker's
-        ``--max-jobs`` budget; how many were taken."""
+    def reserve(self, wanted: int, timeout: float, batch: int = 1) -> int:
+        """Take up to ``wanted`` free slots within the worker's ``--max-jobs`` budget; how many were taken.
+
+        Waits up to ``timeout`` for ``batch`` free slots while the executors still have jobs waiting:
+        claiming several at once costs one round trip instead of several.
+        """
         with self.cond:
-            if self.busy >= self.capacity and timeout > 0:
+            if timeout > 0 and (self.capacity - self.busy < (batch if self.inbox.qsize() >= batch else 1)):
                 self.cond.wait(timeout)
             slots = max(0, min(wanted, self.capacity - self.busy))
             granted = self.worker.take_budget(slots)
@@ -232,7 +235,7 @@ class Lane:
             if w.budget() <= 0:
                 w.stopping.wait(TICK)
                 continue
-            wanted = self.reserve(self.capacity, BLOCK)
+            wanted = self.reserve(self.capacity, BLOCK, batch=max(1, (self.capacity - self.concurrency) // 2))
             if wanted <= 0:
                 continue
             claimed: list[store.ClaimedJob] = []
