@@ -8,7 +8,6 @@ registry meanwhile are skipped (never deleted: this module writes nothing).
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import re
 import zlib
@@ -396,6 +395,12 @@ def top_frame(text: str) -> str:
     return f"{path.rsplit('/', 1)[-1]}:{func}"
 
 
+def _fingerprint(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def groups(connection: Redis, prefix: str, selection: Selection) -> list[Group]:
     """Failures of the selection grouped by fingerprint (type + normalised message + top frame), largest first."""
     found: dict[str, Group] = {}
@@ -408,7 +413,7 @@ def groups(connection: Redis, prefix: str, selection: Selection) -> list[Group]:
             if not selection.matches(failure):
                 continue
             norm, frame = normalize(failure.error_message), top_frame(text)
-            key = hashlib.sha1(f"{failure.error_type}|{norm}|{frame}".encode()).hexdigest()[:12]
+            key = _fingerprint(f"{failure.error_type}|{norm}|{frame}")
             group = found.get(key)
             if group is None:
                 found[key] = Group(key, failure.error_type, norm, frame, 1, failure.failed_at, failure.failed_at,

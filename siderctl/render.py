@@ -52,10 +52,24 @@ def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[st
     return table
 
 
-def _emit_table(console: Console, title: str | None, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+def _line(text: str) -> None:
+    """One line of text on stdout (through Rich on a terminal, for its markup-free styling)."""
+    if _tty():
+        _console().print(text, markup=False)
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _tty() -> bool:
+    """stdout is a terminal (Rich is loaded only then: piped output stays plain and fast)."""
+    return sys.stdout.isatty()
+
+
+def _emit_table(console: Console | None, title: str | None, columns: Sequence[str],
+                rows: Iterable[Sequence[str]]) -> None:
     """A Rich table on a terminal; plain aligned columns (no box, no trailing blanks) in a pipe."""
-    if console.is_terminal:
-        console.print(_table(title, columns, rows))
+    if _tty():
+        (console or _console()).print(_table(title, columns, rows))
         return
     lines = [list(columns), *(list(row) for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
@@ -96,9 +110,8 @@ def status(status: Status) -> None:
         age = "-" if q.oldest_queued_age is None else format_duration(q.oldest_queued_age)
         counts = [str(getattr(q, state)) for state in STATES]
         rows.append([q.name, *counts, age, str(len(q.workers))])
-    console = _console()
-    console.print(f"prefix {status.prefix} · server {status.server}")
-    _emit_table(console, None, ["queue", *_SHORT.values(), "oldest", "workers"], rows)
+    _line(f"prefix {status.prefix} · server {status.server}")
+    _emit_table(None, None, ["queue", *_SHORT.values(), "oldest", "workers"], rows)
 
 
 def enqueued(jobs: Sequence[EnqueuedJob]) -> None:
@@ -121,7 +134,7 @@ def config_table(config: Config) -> None:
     """Every effective setting with its source, secrets masked."""
     rows = [(key, _plain(value), source) for key, value, source in config_rows(config)]
     title = f"config file: {config.file}" if config.file else "config file: none (defaults)"
-    _emit_table(_console(), title, ["key", "value", "source"], rows)
+    _emit_table(None, title, ["key", "value", "source"], rows)
 
 
 def _plain(value: Any) -> str:
@@ -149,12 +162,11 @@ def schedules(view: SchedulerView) -> None:
         late = "-" if info.lateness is None else format_duration(info.lateness)
         rows.append([s.name, s.queue, when, _plain(s.payload), info.next_fire or "disabled",
                      info.last_fired_at or "-", late, info.last_job_id or "-"])
-    console = _console()
     if view.leader:
-        console.print(f"leader {view.leader} (lease {format_duration(view.lease_expires_in or 0)} left)")
+        _line(f"leader {view.leader} (lease {format_duration(view.lease_expires_in or 0)} left)")
     else:
-        console.print("leader: none (no scheduler is running)")
-    _emit_table(console, None, ["schedule", "queue", "when", "payload", "next", "last fired", "late", "job"], rows)
+        _line("leader: none (no scheduler is running)")
+    _emit_table(None, None, ["schedule", "queue", "when", "payload", "next", "last fired", "late", "job"], rows)
 
 
 def _event_details(event: Event) -> str:
@@ -178,7 +190,7 @@ def events(found: Iterable[Event]) -> None:
     if not rows:
         note("no events")
         return
-    _emit_table(_console(), None, ["at", "event", "queue", "job", "details"], rows)
+    _emit_table(None, None, ["at", "event", "queue", "job", "details"], rows)
 
 
 def event_line(event: Event) -> None:
@@ -203,7 +215,7 @@ def snapshots(found: Sequence[Snapshot], detail: bool) -> None:
             sys.stdout.write(json.dumps(snap.data, indent=2, sort_keys=True) + "\n")
         return
     rows = [[s.scope, s.fetched_at, f"{s.took:.3f}s", _size(s.data), s.job] for s in found]
-    _emit_table(_console(), None, ["scope", "fetched at", "took", "keys", "job"], rows)
+    _emit_table(None, None, ["scope", "fetched at", "took", "keys", "job"], rows)
 
 
 def _size(data: Any) -> str:
@@ -242,7 +254,7 @@ def workers(found: Sequence[WorkerView]) -> None:
             if w.current_jobs else "-"
         rows.append([w.name, w.host, str(w.pid or "-"), ",".join(w.queues), w.state, current, w.busy_since or "-",
                      str(w.finished), str(w.failed), _age(w.heartbeat_age)])
-    _emit_table(_console(), None, ["worker", "host", "pid", "queues", "state", "current job", "since", "done",
+    _emit_table(None, None, ["worker", "host", "pid", "queues", "state", "current job", "since", "done",
                                    "failed", "heartbeat"], rows)
 
 
@@ -254,7 +266,7 @@ def queue_table(found: Sequence[QueueView]) -> None:
         changed = f"{state.changed_at} by {state.changed_by}" if state.changed_at else "-"
         rows.append([q.name, state.label, str(q.queued), str(q.scheduled), str(q.started), str(q.failed),
                      str(len(q.workers)), changed])
-    _emit_table(_console(), None, ["queue", "state", "queued", "sched", "started", "failed", "workers",
+    _emit_table(None, None, ["queue", "state", "queued", "sched", "started", "failed", "workers",
                                    "changed"], rows)
 
 
@@ -344,7 +356,7 @@ def failure_page(page: Page) -> None:
         return
     rows = [[f.id, f.queue, _instant(f.failed_at), str(f.attempts), f.error_type, _clip(f.error_message, 60),
              _payload_summary(f.payload)] for f in page.failures]
-    _emit_table(_console(), None, ["id", "queue", "failed at", "att", "error", "message", "payload"], rows)
+    _emit_table(None, None, ["id", "queue", "failed at", "att", "error", "message", "payload"], rows)
     if page.next_cursor:
         note(f"more: --cursor {page.next_cursor}")
 
@@ -384,7 +396,7 @@ def failure_groups(found: Sequence[Group]) -> None:
         return
     rows = [[str(g.count), g.error_type, _clip(g.message, 50), g.top_frame, _instant(g.first_seen),
              _instant(g.last_seen), g.example, ",".join(sorted(g.queues))] for g in found]
-    _emit_table(_console(), None, ["count", "error", "message", "top frame", "first seen", "last seen",
+    _emit_table(None, None, ["count", "error", "message", "top frame", "first seen", "last seen",
                                    "example", "queues"], rows)
 
 
@@ -395,7 +407,7 @@ def audit(found: Sequence[AuditEntry]) -> None:
         return
     rows = [[a.at, a.who, a.action, a.queue or "-", str(a.count),
              _clip(json.dumps(a.detail, sort_keys=True, separators=(",", ":")), 60)] for a in found]
-    _emit_table(_console(), None, ["at", "who", "action", "queue", "jobs", "detail"], rows)
+    _emit_table(None, None, ["at", "who", "action", "queue", "jobs", "detail"], rows)
 
 
 def health(report: HealthReport) -> None:

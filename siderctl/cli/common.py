@@ -13,13 +13,15 @@ import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from siderctl import render
-from siderctl.config import Config, Overrides, load_config
 from siderctl.errors import InputError, NeedsConfirmation, RedisUnavailable, SiderctlError
+
+if TYPE_CHECKING:  # the config module is loaded when a command needs it, not for --help
+    from siderctl.config import Config, Overrides
 
 F = TypeVar("F", bound=Callable[..., Any])
 INTERNAL_ERROR = 1
@@ -122,14 +124,18 @@ def setup_logging(verbose: bool = False, fmt: LogFormat = LogFormat.text, level:
         jobs.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def overrides(ctx: typer.Context) -> Overrides:
+def overrides(ctx: typer.Context) -> "Overrides":
     """The global flags given before the command."""
     found = ctx.find_root().obj
+    from siderctl.config import Overrides
+
     return found if isinstance(found, Overrides) else Overrides()
 
 
-def config(ctx: typer.Context) -> Config:
+def config(ctx: typer.Context) -> "Config":
     """The effective configuration for this invocation."""
+    from siderctl.config import load_config
+
     return load_config(overrides(ctx))
 
 
@@ -137,6 +143,8 @@ def store_overrides(
     ctx: typer.Context, config_path: Path | None, redis_url: str | None, prefix: str | None
 ) -> None:
     """Keep the global flags for the command that follows."""
+    from siderctl.config import Overrides
+
     ctx.obj = Overrides(config_path=config_path, redis_url=redis_url, prefix=prefix)
 
 
