@@ -315,7 +315,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small job counts: a smoke run")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "run.json")
+    parser.add_argument("--markdown", type=Path, metavar="RESULTS", help="print RESULTS (JSON) as a Markdown table")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     rows: list[Row] = []
     with private_redis() as (client, url, work):
         b = Bench(client, url, work, args.quick)
@@ -340,6 +344,20 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{machine()}; JSON in {args.json}")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The README's table from a results file."""
+    lines = ["| benchmark | siderctl | RQ SimpleWorker | RQ Worker | siderctl vs best RQ | target | met |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in report["rows"]:
+        unit = row["unit"]
+        cells = [_fmt(row[k], unit) + ("" if row[k] is None else f" {unit}") for k in ("siderctl", "simple", "worker")]
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.1f}x"
+        met = "" if row["met"] is None else ("yes" if row["met"] else "**no**")
+        lines.append(f"| {row['name']} | {' | '.join(c.replace('- ' + unit, '-') for c in cells)} | {ratio} | "
+                     f"{row['target'] or '-'} | {met} |")
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None, unit: str) -> str:

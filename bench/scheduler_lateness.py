@@ -16,16 +16,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, percentile
+from common import percentile, private_redis
 
 
 def main() -> None:
@@ -34,39 +30,27 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("bench/results/scheduler.json"))
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="siderctl-bench-"))
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
-    config = work / "siderctl.toml"
-    config.write_text('[schedules.metrics-sync]\nenabled = false\n[schedules."cleanup:jobs"]\nenabled = false\n'
-                      '[schedules.bench]\nqueue = "cleanup"\nevery = "1s"\npayload = { target = "logs" }\n')
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "SIDERCTL_CONFIG": str(config)}
-    client = Redis(port=port)
-    for _ in range(100):
+    with private_redis() as (client, url, work):
+        config = work / "siderctl.toml"
+        config.write_text('[schedules.metrics-sync]\nenabled = false\n[schedules."cleanup:jobs"]\nenabled = false\n'
+                          '[schedules.bench]\nqueue = "cleanup"\nevery = "1s"\npayload = { target = "logs" }\n')
+        env = {**os.environ, "REDIS_URL": url, "SIDERCTL_CONFIG": str(config)}
+        schedulers = [subprocess.Popen([sys.executable, "-m", "siderctl", "scheduler", "run"], env=env,
+                                       stderr=subprocess.DEVNULL) for _ in range(2)]
         try:
-            client.ping()
-            break
-        except RedisConnectionError:  # still starting
-            time.sleep(0.05)
-    schedulers = [subprocess.Popen([sys.executable, "-m", "siderctl", "scheduler", "run"], env=env,
-                                   stderr=subprocess.DEVNULL) for _ in range(2)]
-    try:
-        time.sleep(args.seconds)
-    finally:
-        for proc in schedulers:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
-    lateness = []
-    for raw in client.lrange("siderhub:queue:cleanup", 0, -1):
-        job_id = raw.decode()
-        slot = int(job_id.rsplit("-", 1)[1]) / 1000
-        enqueued = client.hget(f"siderhub:job:{job_id}", "enqueued_at")
-        assert enqueued is not None
-        at = datetime.strptime(enqueued.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-        lateness.append((at - slot) * 1000)
-    server.terminate()
-    server.wait()
+            time.sleep(args.seconds)
+        finally:
+            for proc in schedulers:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=10)
+        lateness = []
+        for raw in client.lrange("siderhub:queue:cleanup", 0, -1):
+            job_id = raw.decode()
+            slot = int(job_id.rsplit("-", 1)[1]) / 1000
+            enqueued = client.hget(f"siderhub:job:{job_id}", "enqueued_at")
+            assert enqueued is not None
+            at = datetime.strptime(enqueued.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+            lateness.append((at - slot) * 1000)
     result = {
         "slots": len(lateness),
         "p50_ms": round(statistics.median(lateness), 2),

@@ -6,8 +6,10 @@ fails the run instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -170,3 +172,18 @@ def run_siderctl(*args: str, env: dict[str, str] | None = None, timeout: float =
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "siderctl", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, input=input, check=False)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[Any]]]:
+    """Processes a test starts; killed (with their process group, if they lead one) at the end."""
+    running: list[subprocess.Popen[Any]] = []
+    yield running
+    for proc in running:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(proc.pid) == proc.pid:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            proc.wait()

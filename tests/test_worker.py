@@ -14,7 +14,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +77,6 @@ def spawn(tmp_path: Path, *args: str, log: str = "worker") -> subprocess.Popen[s
                             stdout=out, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; killed at the end whatever happens."""
-    running: list[subprocess.Popen[str]] = []
-    yield running
-    for proc in running:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def runs(client: Redis) -> dict[str, int]:
