@@ -160,6 +160,9 @@ while n < max do
   if not id then break end
   claim(id)
 end
+if n > 0 and redis.call('EXISTS', p .. ':worker:' .. worker) == 1 then
+  redis.call('HSET', p .. ':worker:' .. worker, 'state', 'busy')
+end
 return out
 """
 
@@ -188,6 +191,7 @@ local wk = p .. ':worker:' .. owner
 if count and redis.call('EXISTS', wk) == 1 then
   redis.call('HINCRBY', wk, mode == 'finished' and 'successful_job_count' or 'failed_job_count', 1)
   redis.call('HINCRBYFLOAT', wk, 'total_working_time', string.format('%.6f', now - started))
+  if redis.call('SCARD', wk .. ':executions') == 0 then redis.call('HSET', wk, 'state', 'idle') end
 end
 local rk = p .. ':results:' .. id
 if rtype > 0 then

@@ -810,11 +810,9 @@ class Worker:
         now = time.time()
         key = store.worker_key(self.prefix, self.name)
         ttl = int(self.lease + 60)
-        with self._running_lock:
-            busy = bool(self.running)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.expire(key, ttl)
-            pipe.hset(key, mapping={"last_heartbeat": store.rq_time(now), "state": "busy" if busy else "idle"})
+            pipe.hset(key, "last_heartbeat", store.rq_time(now))  # `state` is kept by the claim/settle scripts
             pipe.expire(f"{key}:executions", ttl)
             for lane in self.lanes:
                 for job in lane.held_jobs():
@@ -860,7 +858,8 @@ class Worker:
             pipe.hset(key, mapping={
                 "last_heartbeat": now, "queues": ",".join(queues), "pid": os.getpid(),
                 "hostname": socket.gethostname(), "ip_address": "", "version": VERSION,
-                "python_version": _python_version(), "state": "busy" if self.running else "idle",
+                "python_version": _python_version(),
+                "state": "busy" if any(lane.held_jobs() for lane in self.lanes) else "idle",
                 "serializer": "rq.serializers.JSONSerializer", "heartbeat_interval": self.heartbeat_every,
             })
             pipe.hsetnx(key, "birth", now)

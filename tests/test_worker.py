@@ -420,3 +420,14 @@ def test_jobs_claimed_ahead_are_kept_alive(conf: Path, redis: Redis) -> None:
     worker.stop()
     assert runs(redis) == dict.fromkeys(ids, 1)
     assert not [e for e in redis.xrange("siderhub:siderctl:events") if e[1][b"event"] == b"abandoned"]
+
+
+def test_worker_state_follows_its_jobs(conf: Path, redis: Redis) -> None:
+    """RQ's worker `state` (what `rq info` shows) is busy while a job runs and idle after it."""
+    worker = InProcess()
+    key = f"siderhub:worker:{worker.worker.name}"
+    wait_for(lambda: redis.hget(key, "state") == b"idle")
+    (job,) = enqueue("sleep:1")
+    wait_for(lambda: runs(redis).get(job) == 1 and redis.hget(key, "state") == b"busy", timeout=5)
+    wait_for(lambda: status_of(redis, job) == "finished" and redis.hget(key, "state") == b"idle", timeout=5)
+    worker.stop()
