@@ -25,6 +25,8 @@ from .timeparse import format_instant
 if TYPE_CHECKING:
     from redis import Redis
 
+    from .lite import LiteRedis
+
 BATCH = 200
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Timeout)?[\w.]*): ?(.*)$")
@@ -147,7 +149,7 @@ def format_cursor(entry: Entry) -> str:
     return f"{entry[0]!r}/{entry[1]}/{entry[2]}"
 
 
-def _walk_queue(connection: Redis, prefix: str, queue: str, selection: Selection,
+def _walk_queue(connection: Redis | LiteRedis, prefix: str, queue: str, selection: Selection,
                 after: Entry | None) -> Iterator[Entry]:
     """The queue's index entries after ``after`` in listing order, fetched lazily in batches."""
     key = store.failures_key(prefix, queue)
@@ -179,18 +181,19 @@ def _walk_queue(connection: Redis, prefix: str, queue: str, selection: Selection
             batch *= 2  # a run of equal scores longer than a batch
 
 
-def walk(connection: Redis, prefix: str, selection: Selection, after: Entry | None = None) -> Iterator[Entry]:
+def walk(connection: Redis | LiteRedis, prefix: str, selection: Selection,
+         after: Entry | None = None) -> Iterator[Entry]:
     """Every indexed failure of the selection after ``after``, newest first, across queues."""
     streams = [_walk_queue(connection, prefix, q, selection, after) for q in sorted(selection.queues)]
     return heapq.merge(*streams, key=_order)
 
 
-def load(connection: Redis, prefix: str, entries: Sequence[Entry]) -> list[Failure]:
+def load(connection: Redis | LiteRedis, prefix: str, entries: Sequence[Entry]) -> list[Failure]:
     """The entries whose job is still in its failed registry, read in one round trip."""
     return [failure for failure, _text in _load(connection, prefix, entries)]
 
 
-def _load(connection: Redis, prefix: str, entries: Sequence[Entry]) -> list[tuple[Failure, str]]:
+def _load(connection: Redis | LiteRedis, prefix: str, entries: Sequence[Entry]) -> list[tuple[Failure, str]]:
     with connection.pipeline(transaction=False) as pipe:
         for _score, queue, job_id in entries:
             pipe.zscore(store.registry_key(prefix, "failed", queue), job_id)
@@ -209,7 +212,7 @@ def _load(connection: Redis, prefix: str, entries: Sequence[Entry]) -> list[tupl
     return found
 
 
-def page(connection: Redis, prefix: str, selection: Selection, limit: int, cursor: str | None) -> Page:
+def page(connection: Redis | LiteRedis, prefix: str, selection: Selection, limit: int, cursor: str | None) -> Page:
     """``failed ls``: up to ``limit`` failures after ``cursor``, reading O(limit) jobs when nothing is filtered."""
     entries = walk(connection, prefix, selection, parse_cursor(cursor) if cursor else None)
     found: list[Failure] = []
@@ -430,9 +433,9 @@ def groups(connection: Redis, prefix: str, selection: Selection) -> list[Group]:
 
 def list_page(config: Config, selection: Selection, limit: int, cursor: str | None) -> Page:
     """``failed ls``."""
-    from .connection import connect
+    from . import lite
 
-    with connect(config) as connection:
+    with lite.connect(config) as connection:  # a one-shot read: no redis-py import for plain URLs
         return page(connection, config.redis.prefix, selection, limit, cursor)
 
 

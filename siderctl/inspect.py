@@ -13,6 +13,8 @@ from .queues import QUEUES
 if TYPE_CHECKING:
     from redis import Redis
 
+    from .lite import LiteRedis
+
 # The job states `status` counts for every queue, in column order.
 STATES = ("queued", "scheduled", "started", "deferred", "finished", "failed", "canceled")
 
@@ -57,13 +59,14 @@ def _state_keys(prefix: str, name: str) -> dict[str, str]:
 
 def status(config: Config) -> Status:
     """Counts per state, oldest queued age and workers for every queue, in two round trips."""
-    from .connection import connect, server_label
+    from . import lite
+    from .connection import server_label
 
-    with connect(config) as connection:
+    with lite.connect(config) as connection:  # a one-shot read: no redis-py import for plain URLs
         return Status(config.redis.prefix, server_label(config), _queue_statuses(connection, config.redis.prefix))
 
 
-def _queue_statuses(connection: Redis, prefix: str) -> list[QueueStatus]:
+def _queue_statuses(connection: Redis | LiteRedis, prefix: str) -> list[QueueStatus]:
     from . import store
 
     names = list(QUEUES)

@@ -21,6 +21,8 @@ from .timeparse import format_instant, parse_duration, parse_instant, utcnow
 if TYPE_CHECKING:
     from redis import Redis
 
+    from .lite import LiteRedis
+
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # RQ's rule, bounded
 
 
@@ -139,19 +141,23 @@ class EnqueuedJob:
 
 
 def enqueue(config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
-    """Add the request's jobs in one pipeline (one atomic script for a fixed ``job_id``)."""
+    """Add the request's jobs (one script call per 1,000 jobs; atomic for a fixed ``job_id``).
+
+    A one-shot process talks RESP itself over plain TCP or a unix socket (``lite``): importing
+    redis-py would cost more than the whole command. TLS and unusual URLs go through redis-py.
+    """
     if not config.jobs_enabled:
         raise JobsDisabled("jobs are disabled (JOBS_ENABLED=false): nothing enqueued")
-    from .connection import connect
+    from . import lite
 
-    connection = connect(config)
+    connection: Redis | lite.LiteRedis = lite.connect(config)
     try:
         return enqueue_with(connection, config, request)
     finally:
         connection.close()
 
 
-def enqueue_with(connection: Redis, config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
+def enqueue_with(connection: Redis | LiteRedis, config: Config, request: EnqueueRequest) -> list[EnqueuedJob]:
     """``enqueue`` on an open connection (long-running callers keep theirs).
 
     Jobs are written as RQ's ``Queue.enqueue_job`` writes them (job hash, queue list or scheduled
@@ -240,7 +246,8 @@ def _unix(moment: datetime) -> int:
     return calendar.timegm(moment.utctimetuple())  # RQ's ScheduledJobRegistry score
 
 
-def check_accepting(connection: Redis, config: Config, queue: str, doing: str = "enqueue into") -> None:
+def check_accepting(connection: Redis | LiteRedis, config: Config, queue: str,
+                    doing: str = "enqueue into") -> None:
     """QueueNotAccepting when ``queue`` is draining or closed."""
     intake = connection.hget(store.control_key(config.redis.prefix, queue), "intake")
     if intake in (b"draining", b"closed"):

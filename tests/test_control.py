@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,23 @@ def test_signals_still_work_with_the_command_listener(conf: Path, redis: Redis, 
     wait_for(lambda: redis.scard("siderhub:workers") == 1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
+
+
+def test_lite_client_reads_what_redis_py_reads(conf: Path, redis: Redis, redis_server: RedisServer) -> None:
+    """One-shot reads go through siderctl.lite for plain URLs: the same answers as through redis-py."""
+    from siderctl import failures, lite
+    from siderctl.config import load_config
+    from siderctl.inspect import _queue_statuses
+
+    fail_jobs(redis, "fail:1", "perm:2", "ok:3", "fail:4")
+    enqueue("ok:5", "ok:6")
+    config = load_config()
+    with lite.connect(config) as quick:
+        assert isinstance(quick, lite.LiteRedis)
+        def no_age(statuses: list) -> list:  # the age moves between the two reads
+            return [replace(q, oldest_queued_age=q.oldest_queued_age is not None) for q in statuses]
+
+        assert no_age(_queue_statuses(quick, "siderhub")) == no_age(_queue_statuses(redis, "siderhub"))
+        for cursor in (None, failures.page(redis, "siderhub", failures.Selection(), 1, None).next_cursor):
+            assert failures.page(quick, "siderhub", failures.Selection(), 2, cursor) == failures.page(
+                redis, "siderhub", failures.Selection(), 2, cursor)

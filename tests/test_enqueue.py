@@ -210,3 +210,30 @@ def test_rq_own_worker_runs_siderctl_jobs(cli: Cli, redis: Redis, redis_server: 
     job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
     assert job.get_status() == "finished" and job.return_value() == "77"
     assert job.meta == {"source": "cli"} and job.retries_left == 3 and len(job.retry_intervals) == 3
+
+
+def test_lite_client_auth_and_database(tmp_path: Path) -> None:
+    """`enqueue` talks RESP itself for redis:// URLs: ACL users, passwords, databases, errors."""
+    from siderctl.lite import supported
+
+    from .conftest import run_siderctl, start_redis
+
+    server = start_redis(tmp_path / "acl")
+    try:
+        admin = server.client()
+        admin.execute_command("ACL", "SETUSER", "app", "on", ">s3cret", "~*", "+@all")
+        url = f"redis://127.0.0.1:{server.port}/3"
+        env = {"REDIS_USERNAME": "app", "REDIS_PASSWORD": "s3cret", "REDIS_URL": url}
+        done = run_siderctl("enqueue", "cleanup", "--target", "logs", env=env)
+        assert done.returncode == 0, done.stderr
+        admin.execute_command("SELECT", 3)
+        assert admin.llen("siderhub:queue:cleanup") == 1
+        wrong = run_siderctl("enqueue", "cleanup", "--target", "logs", env={**env, "REDIS_PASSWORD": "nope"})
+        assert wrong.returncode == 8 and "cannot reach Redis" in wrong.stderr and "nope" not in wrong.stderr
+        down = run_siderctl("enqueue", "cleanup", "--target", "logs",
+                            env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+        assert down.returncode == 8 and "cannot reach Redis at redis://127.0.0.1:1/0" in down.stderr
+    finally:
+        server.stop()
+    assert supported("redis://h:1/0") and supported("unix:///tmp/r.sock?db=2")
+    assert not supported("rediss://h:1/0") and not supported("redis://h:1/0?socket_keepalive=true")
