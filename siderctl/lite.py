@@ -77,21 +77,7 @@ class LiteRedis:
 
     def execute(self, *args: Any) -> Any:
         """Send one command and return its reply; CommandError for an error reply."""
-        try:
-            self._sock.sendall(self._pack(args))
-            while True:
-                reply = self._reader.gets()
-                if reply is not False:
-                    break
-                data = self._sock.recv(65536)
-                if not data:
-                    raise ConnectionError("connection closed by server")
-                self._reader.feed(data)
-        except OSError as exc:
-            raise RedisUnavailable(f"lost the connection to Redis at {self._label}: {_reason(exc)}") from None
-        if isinstance(reply, self._reply_error):
-            raise CommandError(str(reply))
-        return reply
+        return self.execute_many([args])[0]
 
     def _auth(self, username: str, password: str) -> None:
         try:
@@ -103,9 +89,9 @@ class LiteRedis:
                 raise
 
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send several commands in one write and read their replies (a pipeline, not a transaction).
+        """Send several commands in one write and read every reply (a pipeline, not a transaction).
 
-        Error replies are returned in place, as redis-py's ``raise_on_error=False`` does.
+        CommandError for the first error reply, once all replies are read (the connection stays usable).
         """
         try:
             self._sock.sendall(b"".join(self._pack(tuple(command)) for command in commands))
