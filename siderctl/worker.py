@@ -605,7 +605,7 @@ class Worker:
             return self._failure(lane, job, running, _timeout_text(running), retryable=True)
         except handlers.PermanentError as exc:
             return self._failure(lane, job, running, _traceback(exc), retryable=False, reason=_first_line(exc))
-        except Exception as exc:
+        except Exception as exc:  # a handler may raise anything: it is the job's failure, recorded with its traceback
             return self._failure(lane, job, running, _traceback(exc), retryable=True, reason=_first_line(exc))
         return self._settlement(lane, job, "finished", "finished", started=running.started,
                                 ttl=job.result_ttl if job.result_ttl is not None else lane.policy.result_ttl,
