@@ -20,7 +20,6 @@ from .timeparse import format_instant
 if TYPE_CHECKING:
     from redis import Redis
 
-KINDS = ("started", "finished", "failed", "retried", "abandoned", "requeued", "removed")
 _CORE = ("event", "job", "queue", "worker")
 
 

@@ -113,9 +113,7 @@ end
 # (or ''), now as RQ text, events key, events max length.
 # Returns {state, row, row, ...}: state is 'ok', or 'paused' / 'closed' (nothing claimed; an id from
 # the intermediate list goes back to the queue's head); a row is the id, the execution id, then
-# the job fields of CLAIM_FIELDS.
-CLAIM_FIELDS = ("data", "timeout", "retries_left", "retry_intervals", "result_ttl", "failure_ttl",
-                "created_at")
+# the job fields data, timeout, retries_left, retry_intervals, result_ttl, failure_ttl, created_at.
 CLAIM = """
 local p, q, max, worker = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now, lease, base, first, stamp = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]

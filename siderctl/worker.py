@@ -34,7 +34,7 @@ from .config import Config, QueuePolicy
 from .errors import InputError, NameTaken, UsageError
 from .ops import handler_func_name
 from .queues import get_queue
-from .timeparse import format_duration
+from .timeparse import format_duration, utcnow
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -621,7 +621,7 @@ class Worker:
         if len(job.args) != 1 or job.kwargs:
             raise handlers.PermanentError("invalid payload: a job takes exactly one JSON object argument")
         try:
-            return lane.spec.validate(job.args[0], _utcnow())
+            return lane.spec.validate(job.args[0], utcnow())
         except InputError as exc:
             raise handlers.PermanentError(f"invalid payload: {exc.message}") from None
 
@@ -858,7 +858,7 @@ class Worker:
             pipe.hset(key, mapping={
                 "last_heartbeat": now, "queues": ",".join(queues), "pid": os.getpid(),
                 "hostname": socket.gethostname(), "ip_address": "", "version": VERSION,
-                "python_version": _python_version(),
+                "python_version": sys.version,
                 "state": "busy" if any(lane.held_jobs() for lane in self.lanes) else "idle",
                 "serializer": "rq.serializers.JSONSerializer", "heartbeat_interval": self.heartbeat_every,
             })
@@ -886,15 +886,3 @@ class Worker:
 
 def _timeout_text(running: Running) -> str:
     return f"JobTimeoutException: job exceeded its {format_duration(running.timeout)} timeout"
-
-
-def _python_version() -> str:
-    import sys
-
-    return sys.version
-
-
-def _utcnow() -> Any:
-    from .timeparse import utcnow
-
-    return utcnow()
