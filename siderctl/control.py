@@ -23,6 +23,7 @@ from .config import Config
 from .errors import DeadlinePassed, InputError, NotFound, NothingSelected
 from .ops import check_accepting
 from .queues import QUEUES, get_queue
+from .timeparse import format_epoch
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -174,7 +175,7 @@ def _named_failed(connection: Redis, prefix: str, ids: Sequence[str]) -> dict[st
 def _describe(selection: failures.Selection) -> str:
     parts = [f"queue {', '.join(selection.queues)}" if len(selection.queues) < len(QUEUES) else "all queues"]
     if selection.since is not None:
-        parts.append(f"since {failures._instant(selection.since)}")
+        parts.append(f"since {format_epoch(selection.since)}")
     if selection.error:
         parts.append(f"error containing {selection.error!r}")
     return " · ".join(parts)

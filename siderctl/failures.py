@@ -13,14 +13,13 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import store
 from .config import Config
 from .errors import InputError, NotFound
 from .queues import QUEUES
-from .timeparse import format_instant
+from .timeparse import format_epoch
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -47,7 +46,7 @@ class Failure:
 
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON shape."""
-        return {"id": self.id, "queue": self.queue, "failed_at": _instant(self.failed_at),
+        return {"id": self.id, "queue": self.queue, "failed_at": format_epoch(self.failed_at),
                 "attempts": self.attempts, "error": {"type": self.error_type, "message": self.error_message},
                 "payload": self.payload, "worker": self.worker}
 
@@ -116,10 +115,6 @@ def payload_of(raw: bytes | None) -> Any:
 
 def _attempts(intervals: bytes | None, retries_left: bytes | None) -> int:
     return max(1, len(store._intervals(intervals)) - int(retries_left or 0) + 1)
-
-
-def _instant(epoch: float) -> str:
-    return format_instant(datetime.fromtimestamp(epoch, UTC))
 
 
 # --- walking the index --------------------------------------------------------------------
@@ -295,7 +290,7 @@ def detail(connection: Redis, prefix: str, job_id: str) -> FailureDetail:
         raise NotFound(f"job {job_id} is not failed (status: {status or 'unknown'})")
     text = exc_text(job.get("exc_info"))
     error_type, message = summarize(text)
-    ended = _parse_rq_time(job.get("ended_at"))
+    ended = store.rq_epoch(job.get("ended_at"))
     failure = Failure(job_id, queue, score if score is not None else (ended or 0.0),
                       _attempts(job.get("retry_intervals"), job.get("retries_left")), error_type, message,
                       payload_of(job.get("data")), store.text(job.get("worker_name") or b""))
@@ -325,23 +320,14 @@ def _attempt(number: int, entry: dict[Any, Any]) -> Attempt:
 
 def _epoch_text(value: str | None) -> str | None:
     try:
-        return _instant(float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _parse_rq_time(raw: bytes | None) -> float | None:
-    if not raw:
-        return None
-    try:
-        return datetime.fromisoformat(store.text(raw).replace("Z", "+00:00")).timestamp()
+        return format_epoch(float(value)) if value else None
     except ValueError:
         return None
 
 
 def _rq_text(raw: bytes | None) -> str | None:
-    epoch = _parse_rq_time(raw)
-    return _instant(epoch) if epoch is not None else None
+    epoch = store.rq_epoch(raw)
+    return format_epoch(epoch) if epoch is not None else None
 
 
 def _func_of(raw: bytes | None) -> str:
@@ -370,8 +356,8 @@ class Group:
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON shape."""
         return {"fingerprint": self.fingerprint, "error": {"type": self.error_type, "message": self.message},
-                "top_frame": self.top_frame, "count": self.count, "first_seen": _instant(self.first_seen),
-                "last_seen": _instant(self.last_seen), "example": self.example, "queues": sorted(self.queues)}
+                "top_frame": self.top_frame, "count": self.count, "first_seen": format_epoch(self.first_seen),
+                "last_seen": format_epoch(self.last_seen), "example": self.example, "queues": sorted(self.queues)}
 
 
 _NORMALIZE = (

@@ -159,19 +159,10 @@ def _backfill_failure_index(connection: Redis, prefix: str, queue: str) -> int:
             for job_id in missing:
                 pipe.hget(store.job_key(prefix, job_id), "ended_at")
             ended = pipe.execute()
-        stamps = {job_id: _ended(raw) for job_id, raw in zip(missing, ended, strict=True)}
+        stamps = {job_id: store.rq_epoch(raw) or 0.0 for job_id, raw in zip(missing, ended, strict=True)}
         connection.zadd(index, stamps)
         added += len(stamps)
     return added
-
-
-def _ended(raw: bytes | None) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(store.text(raw).replace("Z", "+00:00")).timestamp() if raw else 0.0
-    except ValueError:
-        return 0.0
 
 
 def _delete_jobs(connection: Redis, prefix: str, job_ids: Iterable[str]) -> None:
@@ -211,7 +202,8 @@ def _orphans_among(connection: Redis, prefix: str, job_ids: list[str], now: floa
     candidates: list[tuple[str, str | None]] = []
     with connection.pipeline(transaction=False) as pipe:
         for job_id, (status, origin, created) in zip(job_ids, rows, strict=True):
-            if created and _age(store.text(created), now) < ORPHAN_MIN_AGE:
+            created_at = store.rq_epoch(created)
+            if created_at is not None and now - created_at < ORPHAN_MIN_AGE:
                 continue
             registry = {b"finished": "finished", b"failed": "failed", b"scheduled": "scheduled"}.get(status or b"")
             if status is None or origin is None:
@@ -221,15 +213,6 @@ def _orphans_among(connection: Redis, prefix: str, job_ids: list[str], now: floa
                 pipe.zscore(store.registry_key(prefix, registry, store.text(origin)), job_id)
         scores = iter(pipe.execute())
     return [job_id for job_id, registry in candidates if registry is None or next(scores) is None]
-
-
-def _age(stamp: str, now: float) -> float:
-    from datetime import datetime
-
-    try:
-        return now - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return ORPHAN_MIN_AGE
 
 
 def trim_stream(connection: Redis, key: str, retention: float, now: float) -> int:

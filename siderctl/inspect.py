@@ -92,7 +92,7 @@ def _queue_statuses(connection: Redis | LiteRedis, prefix: str) -> list[QueueSta
     result = []
     worker_prefix = f"{prefix}:worker:"
     for name, row in zip(names, rows, strict=True):
-        enqueued = _rq_epoch(store.text(stamps[name])) if stamps.get(name) else None
+        enqueued = store.rq_epoch(stamps.get(name))
         age = None if enqueued is None else max(0.0, now - enqueued)
         workers = sorted(store.text(w).removeprefix(worker_prefix) for w in row[-1])
         counts = dict(zip(STATES, row[: len(STATES)], strict=True))
@@ -297,7 +297,10 @@ def _workers(connection: Redis, prefix: str) -> list[WorkerView]:
 
 def _worker_view(name: str, fields: dict[str, str], members: list[str], started: list[float],
                  now: float) -> WorkerView:
-    beat = _rq_epoch(fields.get("last_heartbeat"))
+    from . import store
+    from .timeparse import format_epoch
+
+    beat = store.rq_epoch(fields.get("last_heartbeat"))
     age = None if beat is None else max(0.0, now - beat)
     interval = float(fields.get("heartbeat_interval") or 0)
     silent_limit = 3 * interval if interval else RQ_WORKER_TTL
@@ -311,27 +314,12 @@ def _worker_view(name: str, fields: dict[str, str], members: list[str], started:
         queues=[q for q in fields.get("queues", "").split(",") if q],
         state=state,
         current_jobs=[m.rsplit(":", 1)[0] for m in members],
-        busy_since=_epoch_instant(min(started)) if started else None,
+        busy_since=format_epoch(min(started)) if started else None,
         finished=int(fields.get("successful_job_count") or 0),
         failed=int(fields.get("failed_job_count") or 0),
-        last_heartbeat=_epoch_instant(beat) if beat is not None else None,
+        last_heartbeat=format_epoch(beat) if beat is not None else None,
         heartbeat_age=None if age is None else round(age, 3),
     )
-
-
-def _rq_epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _epoch_instant(epoch: float) -> str:
-    from .timeparse import format_instant
-
-    return format_instant(datetime.fromtimestamp(epoch, UTC))
 
 
 @dataclass(frozen=True)
@@ -357,6 +345,7 @@ def audit(config: Config, limit: int = 50, queue: str | None = None) -> list[Aud
 
     from . import store
     from .connection import connect
+    from .timeparse import format_epoch
 
     found: list[AuditEntry] = []
     with connect(config) as connection:
@@ -368,7 +357,7 @@ def audit(config: Config, limit: int = 50, queue: str | None = None) -> list[Aud
                 if queue is not None and fields.get("queue") != queue:
                     continue
                 text_id = store.text(entry_id)
-                found.append(AuditEntry(text_id, _epoch_instant(int(text_id.split("-")[0]) / 1000),
+                found.append(AuditEntry(text_id, format_epoch(int(text_id.split("-")[0]) / 1000),
                                         fields.get("who", "?"), fields.get("action", "?"), fields.get("queue") or None,
                                         int(fields.get("count") or 0), json.loads(fields.get("detail") or "{}")))
                 if len(found) == limit:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .timeparse import format_duration
+from .timeparse import format_duration, format_epoch
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -349,12 +349,10 @@ def _payload_summary(payload: Any) -> str:
 
 def failure_page(page: Page) -> None:
     """The table of ``failed ls``; the next page's cursor on stderr."""
-    from .failures import _instant
-
     if not page.failures:
         note("no failed jobs")
         return
-    rows = [[f.id, f.queue, _instant(f.failed_at), str(f.attempts), f.error_type, _clip(f.error_message, 60),
+    rows = [[f.id, f.queue, format_epoch(f.failed_at), str(f.attempts), f.error_type, _clip(f.error_message, 60),
              _payload_summary(f.payload)] for f in page.failures]
     _emit_table(None, None, ["id", "queue", "failed at", "att", "error", "message", "payload"], rows)
     if page.next_cursor:
@@ -363,11 +361,9 @@ def failure_page(page: Page) -> None:
 
 def failure_detail(found: FailureDetail) -> None:
     """``failed show``: facts, payload, attempts, then the traceback (highlighted on a terminal)."""
-    from .failures import _instant
-
     f = found.failure
     console = _console()
-    facts = [("job", f.id), ("queue", f.queue), ("handler", found.func), ("failed at", _instant(f.failed_at)),
+    facts = [("job", f.id), ("queue", f.queue), ("handler", found.func), ("failed at", format_epoch(f.failed_at)),
              ("attempts", str(f.attempts)), ("worker", f.worker or "-"), ("created", found.created_at or "-"),
              ("error", f"{f.error_type}: {f.error_message}")]
     for label, value in facts:
@@ -389,13 +385,11 @@ def failure_detail(found: FailureDetail) -> None:
 
 def failure_groups(found: Sequence[Group]) -> None:
     """The table of ``failed group``."""
-    from .failures import _instant
-
     if not found:
         note("no failed jobs")
         return
-    rows = [[str(g.count), g.error_type, _clip(g.message, 50), g.top_frame, _instant(g.first_seen),
-             _instant(g.last_seen), g.example, ",".join(sorted(g.queues))] for g in found]
+    rows = [[str(g.count), g.error_type, _clip(g.message, 50), g.top_frame, format_epoch(g.first_seen),
+             format_epoch(g.last_seen), g.example, ",".join(sorted(g.queues))] for g in found]
     _emit_table(None, None, ["count", "error", "message", "top frame", "first seen", "last seen",
                                    "example", "queues"], rows)
 

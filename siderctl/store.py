@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -380,6 +381,16 @@ def parse_claim(queue: str, row: Sequence[Any]) -> ClaimedJob:
         failure_ttl=_number(failure_ttl),
         decode_error=error,
     )
+
+
+def rq_epoch(raw: bytes | str | None) -> float | None:
+    """The Unix time of one of RQ's timestamp fields (``rq_time`` text); None when empty or unreadable."""
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(text(raw).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def decode_data(data: bytes | None) -> tuple[str | None, list[Any], dict[str, Any]]:

@@ -64,6 +64,11 @@ def format_instant(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
+def format_epoch(epoch: float) -> str:
+    """``format_instant`` of a Unix timestamp."""
+    return format_instant(datetime.fromtimestamp(epoch, UTC))
+
+
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
