@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import failures, store
 from .config import Config
-from .errors import DeadlinePassed, InputError, NotFound, NothingSelected
-from .ops import check_accepting
+from .errors import DeadlinePassed, InputError, NotFound, NothingSelected, QueueNotAccepting
+from .ops import refusal
 from .queues import QUEUES, get_queue
 from .timeparse import format_epoch
 
@@ -197,10 +197,11 @@ class Applied:
 
 
 def retry_failed(config: Config, chosen: FailedSelection, progress: Progress | None = None) -> Applied:
-    """Put the chosen failed jobs back at the end of their queue (each gets one more attempt)."""
-    for queue in chosen.by_queue:
-        _accepting(config, queue, "retry into")
-    return _apply(config, chosen, "retry", RETRY_FAILED, progress)
+    """Put the chosen failed jobs back at the end of their queue (each gets one more attempt).
+
+    QueueNotAccepting, before anything changes, when one of their queues is draining or closed.
+    """
+    return _apply(config, chosen, "retry", RETRY_FAILED, progress, check_intake=True)
 
 
 def remove_failed(config: Config, chosen: FailedSelection, progress: Progress | None = None) -> Applied:
@@ -209,13 +210,15 @@ def remove_failed(config: Config, chosen: FailedSelection, progress: Progress | 
 
 
 def _apply(config: Config, chosen: FailedSelection, action: str, script_text: str,
-           progress: Progress | None) -> Applied:
+           progress: Progress | None, *, check_intake: bool = False) -> Applied:
     from .connection import connect
 
     prefix = config.redis.prefix
     stamp = store.rq_time(time.time())
     changed: dict[str, int] = {}
     with connect(config) as connection:
+        if check_intake:
+            _check_intake(connection, prefix, list(chosen.by_queue))
         script = connection.register_script(script_text)
         actor = who()
         for queue, ids in chosen.by_queue.items():
@@ -284,11 +287,14 @@ def set_state(config: Config, queue: str, action: str) -> QueueState:
     return parse_state(fields)
 
 
-def _accepting(config: Config, queue: str, doing: str) -> None:
-    from .connection import connect
-
-    with connect(config) as connection:
-        check_accepting(connection, config, queue, doing)
+def _check_intake(connection: Redis, prefix: str, queues: list[str]) -> None:
+    with connection.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.hget(store.control_key(prefix, queue), "intake")
+        intakes = pipe.execute()
+    for queue, intake in zip(queues, intakes, strict=True):
+        if intake in (b"draining", b"closed"):
+            raise QueueNotAccepting(refusal(queue, store.text(intake), "retry into"))
 
 
 # --- draining -------------------------------------------------------------------------------

@@ -116,10 +116,6 @@ class LiteRedis:
         """Commands queued and sent together on ``execute()``."""
         return LitePipeline(self)
 
-    def hget(self, key: str, field: str) -> Any:
-        """HGET."""
-        return self.execute("HGET", key, field)
-
     def zrevrangebyscore(self, key: str, high: Any, low: Any, start: int | None = None, num: int | None = None,
                          withscores: bool = False) -> list[Any]:
         """ZREVRANGEBYSCORE, members with float scores as pairs when ``withscores`` (as redis-py)."""
@@ -203,9 +199,6 @@ class LitePipeline:
     def hget(self, key: str, field: str) -> LitePipeline:
         return self._add(None, "HGET", key, field)
 
-    def hgetall(self, key: str) -> LitePipeline:
-        return self._add(_pairs, "HGETALL", key)
-
     def hmget(self, key: str, *fields: Any) -> LitePipeline:
         return self._add(None, "HMGET", key, *fields)
 
@@ -222,10 +215,6 @@ class LitePipeline:
 
     def __exit__(self, *_exc: object) -> None:
         self.commands, self.shapes = [], []
-
-
-def _pairs(reply: list[Any]) -> dict[Any, Any]:
-    return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
 
 
 def _score(reply: Any) -> float | None:

@@ -162,9 +162,9 @@ def enqueue_with(connection: Redis | LiteRedis, config: Config, request: Enqueue
 
     Jobs are written as RQ's ``Queue.enqueue_job`` writes them (job hash, queue list or scheduled
     registry, queues set) by one Lua script per chunk of jobs: only what differs between jobs
-    crosses the wire, each chunk lands atomically, and ids are pushed after their hashes.
+    crosses the wire, each chunk lands atomically, and ids are pushed after their hashes. The first
+    chunk's script also refuses a draining or closed queue, in the same atomic step.
     """
-    check_accepting(connection, config, request.queue)
     policy = config.queues[request.queue]
     jobs = [(request.job_id or str(uuid.uuid4()), payload) for payload in request.payloads]
     script = connection.register_script(_ENQUEUE)
@@ -173,12 +173,15 @@ def enqueue_with(connection: Redis | LiteRedis, config: Config, request: Enqueue
             json.dumps(_common_fields(policy, request))]
     func = handler_func_name(policy.handler)
     for start in range(0, len(jobs), CHUNK):
-        args = list(head)
+        args = [*head[:5], "1" if start == 0 else "0", *head[5:]]
         for job_id, payload in jobs[start:start + CHUNK]:
             args += [job_id, zlib.compress(json.dumps([func, None, [payload], {}]).encode()),
                      f"{request.queue} {json.dumps(payload, sort_keys=True)}",
                      json.dumps(policy.retry_delays()) if policy.retries else ""]
         existing = script(args=args)
+        if existing is not None and store.text(existing).startswith("intake:"):
+            state = store.text(existing).removeprefix("intake:")
+            raise QueueNotAccepting(refusal(request.queue, state, "enqueue into"))
         if existing is not None:
             raise JobExists(f"job {jobs[0][0]} already exists (status: {store.text(existing)}); nothing enqueued")
     status = "scheduled" if request.run_at else "queued"
@@ -189,15 +192,20 @@ def enqueue_with(connection: Redis | LiteRedis, config: Config, request: Enqueue
 CHUNK = 1000
 
 # ARGV: prefix, queue, how (queued | scheduled), score (scheduled), unique (1: refuse an existing
-# id), the fields every job shares (JSON object), then four per job: id, data, description,
-# retry intervals ('' without retries). Returns nil, or the status of the job that already has
-# the id (unique; nothing written).
+# id), check intake (1: refuse a draining or closed queue), the fields every job shares (JSON
+# object), then four per job: id, data, description, retry intervals ('' without retries).
+# Returns nil; 'intake:draining' / 'intake:closed' (nothing written); or the status of the job
+# that already has the id (unique; nothing written).
 _ENQUEUE = """
 local p, q, how, score, unique = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'
+if ARGV[6] == '1' then
+  local intake = redis.call('HGET', p .. ':siderctl:queue:' .. q, 'intake')
+  if intake == 'draining' or intake == 'closed' then return 'intake:' .. intake end
+end
 local shared = {}
-for k, v in pairs(cjson.decode(ARGV[6])) do shared[#shared + 1] = k; shared[#shared + 1] = v end
+for k, v in pairs(cjson.decode(ARGV[7])) do shared[#shared + 1] = k; shared[#shared + 1] = v end
 local ids = {}
-for i = 7, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   local id = ARGV[i]
   local jk = p .. ':job:' .. id
   if unique and redis.call('EXISTS', jk) == 1 then return redis.call('HGET', jk, 'status') or 'unknown' end
@@ -246,14 +254,9 @@ def _unix(moment: datetime) -> int:
     return calendar.timegm(moment.utctimetuple())  # RQ's ScheduledJobRegistry score
 
 
-def check_accepting(connection: Redis | LiteRedis, config: Config, queue: str,
-                    doing: str = "enqueue into") -> None:
-    """QueueNotAccepting when ``queue`` is draining or closed."""
-    intake = connection.hget(store.control_key(config.redis.prefix, queue), "intake")
-    if intake in (b"draining", b"closed"):
-        state = store.text(intake)
-        raise QueueNotAccepting(f"queue {queue} is {state}: refusing to {doing} it "
-                                f"(`siderctl queue open {queue}` accepts jobs again)")
+def refusal(queue: str, state: str, doing: str) -> str:
+    """What a user is told when ``queue`` (draining or closed) refuses jobs."""
+    return f"queue {queue} is {state}: refusing to {doing} it (`siderctl queue open {queue}` accepts jobs again)"
 
 
 def handler_func_name(handler: str) -> str:

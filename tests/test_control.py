@@ -127,6 +127,13 @@ def test_retry_and_rm(conf: Path, redis: Redis, cli: Cli) -> None:
     assert cli("failed", "retry", a, "--all").exit_code == 2
     assert keyspace(redis) == before
 
+    assert cli("queue", "close", QUEUE).exit_code == 0
+    closed = keyspace(redis)
+    refused_retry = cli("failed", "retry", "--all", "--yes")
+    assert refused_retry.exit_code == 10 and "refusing to retry into it" in refused_retry.stderr
+    assert keyspace(redis) == closed
+    assert cli("queue", "open", QUEUE).exit_code == 0
+
     retried = cli("failed", "retry", "--all", "--error", "boom", "--yes", "--json")
     assert json.loads(retried.stdout) == {"action": "failed retry", "selected": 2, "changed": 2,
                                           "by_queue": {QUEUE: 2}}
@@ -139,7 +146,7 @@ def test_retry_and_rm(conf: Path, redis: Redis, cli: Cli) -> None:
     assert not redis.exists(f"siderhub:job:{b}", f"siderhub:results:{b}")
     assert redis.zcard(f"siderhub:failed:{QUEUE}") == 0
     actions = [e["action"] for e in json.loads(cli("audit", "ls", "--json").stdout)]
-    assert actions == ["failed rm", "failed retry"]
+    assert actions == ["failed rm", "failed retry", "queue open", "queue close"]
 
 
 def test_confirmation_on_a_terminal(conf: Path, redis: Redis, tmp_path: Path) -> None:
