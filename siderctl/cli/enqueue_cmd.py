@@ -13,10 +13,6 @@ from siderctl.errors import UsageError
 from siderctl.queues import QUEUES, PayloadField, all_fields
 
 
-def _complete_queue(incomplete: str) -> list[str]:
-    return [name for name in QUEUES if name.startswith(incomplete)]
-
-
 def _param_name(field: PayloadField) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), field.name)
 
@@ -41,7 +37,7 @@ def _field_parameters() -> list[inspect.Parameter]:
 
 def enqueue(
     ctx: typer.Context,
-    queue: Annotated[str, typer.Argument(help=f"Queue: {', '.join(QUEUES)}.", autocompletion=_complete_queue,
+    queue: Annotated[str, typer.Argument(help=f"Queue: {', '.join(QUEUES)}.", autocompletion=common.complete_queue,
                                          show_default=False)],
     payload: Annotated[str | None, typer.Option(
         "--payload", help="Whole JSON payload: '{...}', @FILE or - for stdin. Typed flags override its fields.",

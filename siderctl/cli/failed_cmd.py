@@ -31,18 +31,21 @@ def _selection(queue: str | None, since: str | None, error: str | None) -> failu
 
 
 def _complete_failed(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Recent failed job ids (one page of the index; never blocks long)."""
-    from siderctl.config import load_config
-    from siderctl.connection import connect
+    """Recent failed job ids (one page of the index, over the one-shot client: fast)."""
+    from siderctl import lite
+    from siderctl.config import Overrides, load_config
     from siderctl.errors import SiderctlError
 
+    given = ctx.find_root().params  # the global flags typed before the command
+    overrides = Overrides(config_path=given.get("config"), redis_url=given.get("redis_url"),
+                          prefix=given.get("prefix"))
     try:
-        config = load_config()
-        with connect(config) as connection:
+        config = load_config(overrides)
+        with lite.connect(config) as connection:
             entries = failures.walk(connection, config.redis.prefix, failures.Selection())
             ids = [job_id for _, (_s, _q, job_id) in zip(range(200), entries, strict=False)]
-    except (SiderctlError, OSError):
-        return []
+    except (SiderctlError, lite.CommandError):
+        return []  # a completion never prints an error
     return [i for i in ids if i.startswith(incomplete)]
 
 
